@@ -1,0 +1,191 @@
+/*
+ * Device <-> gateway wire protocol, version 1 (docs/protocol.md is normative).
+ *
+ * Frame = 4-byte big-endian body length + one CBOR item; envelope [version, message_id, message];
+ * message = [tag, fields...]. No I/O here: callers hand in buffers. Decoded strings and byte
+ * strings point into the frame buffer (no copies), so they live as long as that buffer.
+ */
+#ifndef WB_PROTO_H
+#define WB_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbor.h"
+
+#define PROTO_VERSION 1
+#define PROTO_HEADER_SIZE 4
+#define PROTO_INITIAL_MAX_FRAME 1024u /* body limit until hello_ack sets the agreed size */
+#define PROTO_MIN_FRAME 1024u         /* smallest max_frame_size one may announce or agree */
+#define PROTO_MAX_DEPTH 8             /* deepest nesting in a frame (envelope array = 1) */
+
+/* Field limits (bytes for strings, entries for arrays). */
+#define PROTO_BOARD_MAX 32
+#define PROTO_FIRMWARE_VERSION_MAX 32
+#define PROTO_FEATURES_MAX 16
+#define PROTO_FEATURE_MAX 32
+#define PROTO_SPKI_MAX 600
+#define PROTO_DEVICE_NAME_MAX 63
+#define PROTO_UUID_LEN 16
+#define PROTO_APPS_MAX 16
+#define PROTO_ERROR_TEXT_MAX 128
+#define PROTO_HEARTBEAT_MIN_MS 1000u
+#define PROTO_HEARTBEAT_MAX_MS 3600000u
+
+typedef enum {
+    PROTO_TAG_HELLO = 1,          /* device -> gateway */
+    PROTO_TAG_HELLO_ACK = 2,      /* gateway -> device */
+    PROTO_TAG_ENROLL_REQUEST = 3, /* device -> gateway */
+    PROTO_TAG_ENROLL_RESULT = 4,  /* gateway -> device */
+    PROTO_TAG_HEARTBEAT = 5,      /* device -> gateway */
+    PROTO_TAG_HEARTBEAT_ACK = 6,  /* gateway -> device */
+    PROTO_TAG_ERROR = 7,          /* either way */
+    /* 8..15 reserved (session), 16..47 reserved (apps): specified in a later version. */
+} proto_tag;
+
+typedef enum {
+    PROTO_OK = 0,
+    PROTO_ERR_FRAME_TOO_LARGE = 1,
+    PROTO_ERR_MALFORMED_CBOR = 2,
+    PROTO_ERR_INDEFINITE_LENGTH = 3,
+    PROTO_ERR_TRAILING_BYTES = 4,
+    PROTO_ERR_TOO_DEEP = 5,
+    PROTO_ERR_UNSUPPORTED_ITEM = 6,
+    PROTO_ERR_BAD_ENVELOPE = 16,
+    PROTO_ERR_UNSUPPORTED_VERSION = 17,
+    PROTO_ERR_UNKNOWN_MESSAGE = 18,
+    PROTO_ERR_BAD_FIELDS = 19,
+    PROTO_ERR_UNEXPECTED_MESSAGE = 20,
+    PROTO_ERR_INTERNAL = 32,
+} proto_error;
+
+typedef enum { PROTO_ENROLL_ACCEPTED = 0, PROTO_ENROLL_PENDING = 1, PROTO_ENROLL_REJECTED = 2 } proto_enroll_status;
+
+typedef enum {
+    PROTO_APP_UNKNOWN = 0,
+    PROTO_APP_DEPLOYING = 1,
+    PROTO_APP_STOPPED = 2,
+    PROTO_APP_RUNNING = 3,
+    PROTO_APP_FAILED = 4,
+} proto_app_state_code;
+
+typedef struct {
+    const char *ptr; /* UTF-8, not NUL-terminated */
+    size_t len;
+} proto_text;
+
+typedef struct {
+    const uint8_t *ptr;
+    size_t len;
+} proto_blob;
+
+typedef struct {
+    uint32_t protocol_version; /* highest version the device implements (>= 1) */
+    proto_text board;
+    proto_text firmware_version;
+    uint32_t ram_free;     /* bytes */
+    uint32_t max_app_size; /* bytes */
+    size_t n_features;
+    proto_text features[PROTO_FEATURES_MAX];
+    uint32_t max_frame_size; /* largest body the device can receive, >= PROTO_MIN_FRAME */
+} proto_hello;
+
+typedef struct {
+    uint32_t protocol_version; /* version chosen for the session */
+    uint32_t max_frame_size;   /* agreed: min(device, gateway) */
+    uint64_t gateway_time_ms;  /* Unix time, UTC, milliseconds */
+    uint32_t heartbeat_interval_ms;
+} proto_hello_ack;
+
+typedef struct {
+    proto_blob public_key; /* DER SubjectPublicKeyInfo of the TLS client certificate */
+    proto_text board;
+} proto_enroll_request;
+
+typedef struct {
+    uint32_t status;        /* proto_enroll_status */
+    proto_text device_name; /* 1..63 bytes when accepted, else empty */
+    proto_blob device_uuid; /* 16 bytes when accepted, else empty */
+} proto_enroll_result;
+
+typedef struct {
+    uint32_t app_id;
+    uint32_t state; /* proto_app_state_code; 0..255, unknown values allowed */
+} proto_app_state;
+
+typedef struct {
+    uint64_t uptime_ms;
+    uint32_t free_memory; /* bytes */
+    size_t n_apps;
+    proto_app_state apps[PROTO_APPS_MAX];
+} proto_heartbeat;
+
+typedef struct {
+    uint64_t gateway_time_ms;
+} proto_heartbeat_ack;
+
+typedef struct {
+    uint32_t code; /* proto_error, 1..65535 */
+    proto_text text;
+} proto_error_msg;
+
+typedef struct {
+    uint32_t message_id; /* a reply carries its request's id; 0 if unknown (see proto_decode) */
+    uint32_t tag;        /* proto_tag: selects the union member */
+    union {
+        proto_hello hello;
+        proto_hello_ack hello_ack;
+        proto_enroll_request enroll_request;
+        proto_enroll_result enroll_result;
+        proto_heartbeat heartbeat;
+        proto_heartbeat_ack heartbeat_ack;
+        proto_error_msg error;
+    } u;
+} proto_msg;
+
+/* Stable names of the error codes ("MALFORMED_CBOR", ...), for error texts and logs. */
+const char *proto_error_name(proto_error code);
+
+/* Frame header: PROTO_ERR_FRAME_TOO_LARGE if the declared body length exceeds max_frame. */
+proto_error proto_frame_length(const uint8_t hdr[PROTO_HEADER_SIZE], uint32_t max_frame, uint32_t *len);
+
+/* Decode one frame body (header already removed). On error msg->message_id holds the envelope's
+ * id if it could be read, else 0: reply with an error message carrying it, then close. */
+proto_error proto_decode(const uint8_t *body, size_t len, proto_msg *msg);
+
+/* Check msg against the field limits (also done by proto_encode and proto_decode). */
+proto_error proto_validate(const proto_msg *msg);
+
+/* Encode msg as a complete frame (header + body) into buf. Fails with BAD_FIELDS (limits),
+ * FRAME_TOO_LARGE (body > max_frame) or INTERNAL (buf too small); *frame_len = header + body. */
+proto_error proto_encode(const proto_msg *msg, uint32_t max_frame, uint8_t *buf, size_t cap, size_t *frame_len);
+
+/* Convenience: an error frame; text is a NUL-terminated string, cut to PROTO_ERROR_TEXT_MAX. */
+proto_error proto_encode_error(uint32_t message_id, proto_error code, const char *text, uint8_t *buf, size_t cap,
+                               size_t *frame_len);
+
+/* Incremental frame reader for a byte stream (UART/TLS): the body lands in a caller buffer. */
+typedef enum { PROTO_READ_MORE = 0, PROTO_READ_FRAME = 1, PROTO_READ_ERROR = 2 } proto_read_status;
+
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+    uint32_t max_frame;
+    uint8_t hdr[PROTO_HEADER_SIZE];
+    size_t hdr_len;
+    uint32_t frame_len; /* body length of the current frame */
+    size_t have;        /* body bytes received */
+    bool ready;         /* a complete body sits in buf */
+    proto_error err;    /* sticky */
+} proto_reader;
+
+/* max_frame is clamped to cap (the device announces what its buffer holds). */
+void proto_reader_init(proto_reader *r, uint8_t *buf, size_t cap, uint32_t max_frame);
+void proto_reader_set_max(proto_reader *r, uint32_t max_frame);
+/* Consume bytes up to the end of one frame. *consumed says how many were used. On FRAME the body
+ * is buf[0..frame_len) until the next feed; on ERROR, r->err says why (FRAME_TOO_LARGE) and
+ * the reader stays failed. The length is checked as soon as the header is complete. */
+proto_read_status proto_reader_feed(proto_reader *r, const uint8_t *data, size_t n, size_t *consumed);
+
+#endif
