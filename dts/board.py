@@ -146,6 +146,10 @@ class Board:
     qemu_default_i2c_bus: str | None = None
     #: QEMU bus names by bus label, from ``/emulation i2c-buses`` + ``i2c-bus-names`` if present.
     qemu_i2c_bus_names: dict[str, str] = field(default_factory=dict)
+    #: ``/chosen wasmbed,boot-params``: RAM the supervisor fills before boot (entropy seed, CA,
+    #: enrollment token) via QEMU's loader; carved off the top of ``sram``. None on boards
+    #: whose profile has no TLS link.
+    boot_params: MemoryRegion | None = None
 
     def __hash__(self) -> int:  # qemu_i2c_bus_names is a dict; the file identifies the board
         return hash((self.name, self.path))
@@ -415,6 +419,14 @@ class _Loader:
             raise self.err(sram_node.path, "wasmbed,sram must point at a memory node (mmio-sram)")
         if console_node is link_node:
             raise self.err("/chosen", "wasmbed,console and wasmbed,link must be different UARTs")
+        boot_params = None
+        if "wasmbed,boot-params" in chosen.props:
+            bp_node = self.chosen(chosen, "wasmbed,boot-params")
+            boot_params = self.memory(bp_node)
+            sram = self.memory(sram_node)
+            if boot_params.end != sram.end or boot_params.base <= sram.base:
+                raise self.err(bp_node.path, f"wasmbed,boot-params must be the top end of {sram.label} "
+                               f"(0x{sram.base:x}..0x{sram.end:x})")
 
         serial_nodes: list[dtlib.Node] = []
         if "serial-ports" in emulation.props:
@@ -518,4 +530,5 @@ class _Loader:
             systick_refclk_hz=refclk,
             qemu_default_i2c_bus=default_bus,
             qemu_i2c_bus_names=bus_names,
+            boot_params=boot_params,
         )

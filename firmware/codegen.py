@@ -83,6 +83,11 @@ def generate(board: Board, version_note: str = "") -> Generated:
             f"(known compatibles: {', '.join(c for c in DRIVERS if 'uart' in c or 'usart' in c)})"
         )
 
+    if "tls-link" in prof.enabled and board.boot_params is None:
+        raise CodegenError(f"{board.path}: the tls-link profile needs /chosen wasmbed,boot-params (entropy seed, CA)")
+    bp = board.boot_params
+    ram_size = (bp.base - board.sram.base) if bp is not None else board.sram.size
+
     lacks = ", ".join(_c_string(s) for s in prof.lacking) or '""'
     header = [
         f"/* Generated from {board.path.name} by wasmbed.firmware.codegen. Do not edit: edit the DTS. */",
@@ -101,6 +106,9 @@ def generate(board: Board, version_note: str = "") -> Generated:
         f"#define WB_FLASH_SIZE 0x{board.flash.size:08X}u",
         f"#define WB_RAM_BASE 0x{board.sram.base:08X}u",
         f"#define WB_RAM_SIZE 0x{board.sram.size:08X}u",
+        f"#define WB_HAS_BOOT_PARAMS {int(bp is not None)}",
+        *([f"#define WB_BOOT_PARAMS_BASE 0x{bp.base:08X}u", f"#define WB_BOOT_PARAMS_SIZE 0x{bp.size:08X}u"]
+          if bp is not None else []),
         "",
         *_uart_macros("WB_CONSOLE_UART", board.console, board),
         *_uart_macros("WB_LINK_UART", board.link, board),
@@ -139,8 +147,8 @@ def generate(board: Board, version_note: str = "") -> Generated:
             "{",
             f"    FLASH (rx)  : ORIGIN = 0x{board.flash.base:08X}, LENGTH = 0x{board.flash.size:08X}"
             f"  /* {board.flash.label} */",
-            f"    RAM   (rwx) : ORIGIN = 0x{board.sram.base:08X}, LENGTH = 0x{board.sram.size:08X}"
-            f"  /* {board.sram.label} */",
+            f"    RAM   (rwx) : ORIGIN = 0x{board.sram.base:08X}, LENGTH = 0x{ram_size:08X}"
+            f"  /* {board.sram.label}" + (f", less {bp.label} at its top" if bp is not None else "") + " */",
             "}",
             f"WB_STACK_SIZE = 0x{stack:X};",
             "",

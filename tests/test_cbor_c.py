@@ -120,15 +120,59 @@ def tokens(v: Any) -> list[str]:
     raise TypeError(type(v))
 
 
-INTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1,
-        -1, -24, -25, -256, -257, -65536, -65537, -(2**32), -(2**32) - 1, -(2**63), -(2**64)]
+INTS = [
+    0,
+    1,
+    23,
+    24,
+    255,
+    256,
+    65535,
+    65536,
+    2**32 - 1,
+    2**32,
+    2**63,
+    2**64 - 1,
+    -1,
+    -24,
+    -25,
+    -256,
+    -257,
+    -65536,
+    -65537,
+    -(2**32),
+    -(2**32) - 1,
+    -(2**63),
+    -(2**64),
+]
 VALUES: list[Any] = [
     *INTS,
-    b"", b"\x00", bytes(range(23)), bytes(24), bytes(range(256)) * 1, bytes(255), bytes(65535), bytes(65536),
-    "", "a", "h\u00e9llo \u20ac \U0001d11e", "x" * 23, "y" * 24, "z" * 300,
-    [], [[]], [1, [2, [3, [4, [5, [6, [7]]]]]]], list(range(24)), [None, True, False, -1, b"\xff", "s"],
-    {}, {1: 2}, {"a": [1, 2], -5: {"k": None}}, {"k" * 30: b"v" * 30, 0: [], 2**40: {}},
-    True, False, None,
+    b"",
+    b"\x00",
+    bytes(range(23)),
+    bytes(24),
+    bytes(range(256)) * 1,
+    bytes(255),
+    bytes(65535),
+    bytes(65536),
+    "",
+    "a",
+    "h\u00e9llo \u20ac \U0001d11e",
+    "x" * 23,
+    "y" * 24,
+    "z" * 300,
+    [],
+    [[]],
+    [1, [2, [3, [4, [5, [6, [7]]]]]]],
+    list(range(24)),
+    [None, True, False, -1, b"\xff", "s"],
+    {},
+    {1: 2},
+    {"a": [1, 2], -5: {"k": None}},
+    {"k" * 30: b"v" * 30, 0: [], 2**40: {}},
+    True,
+    False,
+    None,
 ]
 
 
@@ -181,8 +225,11 @@ MALFORMED: list[tuple[str, str, ErrorCode, bool]] = [
     ("indefinite text", "7f6161ff", ErrorCode.INDEFINITE_LENGTH, True),
     ("indefinite map", "bf0102ff", ErrorCode.INDEFINITE_LENGTH, True),
     ("indefinite nested", "82019f02ff", ErrorCode.INDEFINITE_LENGTH, True),
-    *[(f"reserved ai {ai} major {m}", f"{(m << 5) | ai:02x}00", ErrorCode.MALFORMED_CBOR, True)
-      for m in (0, 1, 2, 3, 4, 5, 6, 7) for ai in (28, 29, 30)],
+    *[
+        (f"reserved ai {ai} major {m}", f"{(m << 5) | ai:02x}00", ErrorCode.MALFORMED_CBOR, True)
+        for m in (0, 1, 2, 3, 4, 5, 6, 7)
+        for ai in (28, 29, 30)
+    ],
     ("uint ai 31", "1f", ErrorCode.MALFORMED_CBOR, True),
     ("nint ai 31", "3f", ErrorCode.MALFORMED_CBOR, True),
     ("tag ai 31", "df", ErrorCode.MALFORMED_CBOR, True),
@@ -212,7 +259,7 @@ MALFORMED: list[tuple[str, str, ErrorCode, bool]] = [
     ("simple 24 < 32", "f810", ErrorCode.MALFORMED_CBOR, True),
     ("array map key", "a18000", ErrorCode.UNSUPPORTED_ITEM, False),
     ("null map key", "a1f600", ErrorCode.UNSUPPORTED_ITEM, False),
-    ("bytes map key", "a2010241 0000".replace(" ", ""), ErrorCode.UNSUPPORTED_ITEM, False),
+    ("bytes map key", "a20102410000", ErrorCode.UNSUPPORTED_ITEM, False),
     ("bad utf-8", "62c328", ErrorCode.MALFORMED_CBOR, True),
     ("utf-8 surrogate", "63eda080", ErrorCode.MALFORMED_CBOR, True),
     ("utf-8 overlong", "62c080", ErrorCode.MALFORMED_CBOR, True),
@@ -259,8 +306,9 @@ PY_MESSAGES = [
     Envelope(5, HeartbeatAck(1_767_225_630_000)),
     Envelope(0, ErrorMessage(ErrorCode.MALFORMED_CBOR, "truncated at offset 7")),
     Envelope(2**32 - 1, ErrorMessage(0xFFFF, "\u00e9" * 64)),
-    Envelope(9, Hello(2**32 - 1, "b" * 32, "v" * 32, 2**32 - 1, 2**32 - 1, tuple("f" * 32 for _ in range(16)),
-                      2**32 - 1)),
+    Envelope(
+        9, Hello(2**32 - 1, "b" * 32, "v" * 32, 2**32 - 1, 2**32 - 1, tuple("f" * 32 for _ in range(16)), 2**32 - 1)
+    ),
 ]
 
 
@@ -339,8 +387,13 @@ BAD_FRAMES: list[tuple[str, bytes, ErrorCode, int]] = [
     ("hello features map", _frame([1, 3, [1, *HELLO_F[:5], {}, 1024]]), ErrorCode.BAD_FIELDS, 3),
     ("hello frame 1023", _frame([1, 3, [1, *HELLO_F[:6], 1023]]), ErrorCode.BAD_FIELDS, 3),
     ("hello version 0", _frame([1, 3, [1, 0, *HELLO_F[1:]]]), ErrorCode.BAD_FIELDS, 3),
-    ("hello bad utf-8", _raw("83010388010162c3286530" + "2e312e30" + "1903e8" + "1907d0" + "8161" + "78"
-                             + "1904 00".replace(" ", "")), ErrorCode.MALFORMED_CBOR, 0),
+    (
+        "hello bad utf-8",
+        # [1, 3, [1, 1, <text c3 28>, "0.1.0", 1000, 2000, ["x"], 1024]]
+        _raw("830103880101" + "62c328" + "65302e312e30" + "1903e8" + "1907d0" + "816178" + "190400"),
+        ErrorCode.MALFORMED_CBOR,
+        0,
+    ),
     ("hello_ack hb 999", _frame([1, 1, [2, 1, 4096, 0, 999]]), ErrorCode.BAD_FIELDS, 1),
     ("hello_ack frame 0", _frame([1, 1, [2, 1, 0, 0, 30000]]), ErrorCode.BAD_FIELDS, 1),
     ("enroll empty key", _frame([1, 2, [3, b"", "b"]]), ErrorCode.BAD_FIELDS, 2),

@@ -31,7 +31,8 @@ def test_generated_files_state_the_dts_facts(board):
     assert f"#define WB_CONSOLE_UART_BASE 0x{info.console.base:08X}u" in h
     assert f'#define WB_BOARD_MODEL "{info.model}"' in h
     assert f"ORIGIN = 0x{info.flash.base:08X}, LENGTH = 0x{info.flash.size:08X}" in ld
-    assert f"ORIGIN = 0x{info.sram.base:08X}, LENGTH = 0x{info.sram.size:08X}" in ld
+    ram_len = info.boot_params.base - info.sram.base if info.boot_params else info.sram.size
+    assert f"ORIGIN = 0x{info.sram.base:08X}, LENGTH = 0x{ram_len:08X}" in ld
 
 
 def test_changing_the_dts_changes_header_and_linker_map(tmp_path):
@@ -43,14 +44,20 @@ def test_changing_the_dts_changes_header_and_linker_map(tmp_path):
 
     before = load_board(dts)
     new_size = before.sram.size // 2
+    bp = before.boot_params
     text = (dts_dir / "mps2-an385.dts").read_text()
-    # Append an override of the chosen SRAM node's reg: the generator must pick it up.
+    # Override the chosen SRAM node's reg (and move the boot-params block to its new top end):
+    # the generator must pick both up.
     text += f"\n&{before.sram.label} {{ reg = <0x{before.sram.base:x} 0x{new_size:x}>; }};\n"
+    new_bp = before.sram.base + new_size - bp.size
+    text += f"\n&{bp.label} {{ reg = <0x{new_bp:x} 0x{bp.size:x}>; }};\n"
     dts.write_text(text)
     changed = codegen.generate_for(dts, gen_dir)
     assert "board_gen.h" in changed and "memory.ld" in changed
-    assert f"#define WB_RAM_SIZE 0x{new_size:08X}u" in (gen_dir / "board_gen.h").read_text()
-    assert f"LENGTH = 0x{new_size:08X}" in (gen_dir / "memory.ld").read_text()
+    header = (gen_dir / "board_gen.h").read_text()
+    assert f"#define WB_RAM_SIZE 0x{new_size:08X}u" in header
+    assert f"#define WB_BOOT_PARAMS_BASE 0x{new_bp:08X}u" in header
+    assert f"LENGTH = 0x{new_size - bp.size:08X}" in (gen_dir / "memory.ld").read_text()
 
 
 def test_profile_is_selected_from_sizes_not_board_names():

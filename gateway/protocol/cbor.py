@@ -22,8 +22,6 @@ MAX_DEPTH = 8
 _UINT_MAX = (1 << 64) - 1
 _NINT_MIN = -(1 << 64)
 
-CborValue = int | bytes | str | list[Any] | dict[Any, Any] | bool | None
-
 
 def dumps(value: Any, *, max_depth: int = MAX_DEPTH) -> bytes:
     """Encode `value` with cbor2 after checking it stays inside the profile (no floats, no tags)."""

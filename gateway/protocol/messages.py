@@ -176,8 +176,15 @@ class Hello(Message):
         _uint(self.max_frame_size, "max_frame_size", MIN_FRAME_SIZE)
 
     def fields(self) -> list[Any]:
-        return [self.protocol_version, self.board, self.firmware_version, self.ram_free,
-                self.max_app_size, list(self.features), self.max_frame_size]
+        return [
+            self.protocol_version,
+            self.board,
+            self.firmware_version,
+            self.ram_free,
+            self.max_app_size,
+            list(self.features),
+            self.max_frame_size,
+        ]
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> Self:
@@ -356,8 +363,7 @@ def agree_frame_size(device_max: int, gateway_max: int) -> int:
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TAG: cls
-    for cls in (Hello, HelloAck, EnrollRequest, EnrollResult, Heartbeat, HeartbeatAck, ErrorMessage)
+    cls.TAG: cls for cls in (Hello, HelloAck, EnrollRequest, EnrollResult, Heartbeat, HeartbeatAck, ErrorMessage)
 }
 
 RESERVED_TAGS = range(8, 48)
