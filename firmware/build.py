@@ -14,7 +14,7 @@ from pathlib import Path
 
 import wasmbed
 from wasmbed.dts import load_board
-from wasmbed.firmware import codegen
+from wasmbed.firmware import codegen, deps
 from wasmbed.paths import cache_dir
 
 FIRMWARE_SRC = Path(__file__).resolve().parent
@@ -89,6 +89,8 @@ def build(board: str | Path, variant: str = "default", root: Path | None = None,
     codegen.write(codegen.generate(info), out / "gen")
     dtb = compile_dtb(info.path, out / f"{info.name}.dtb")
     make_vars = {"BUILD_DIR": str(out), "VERSION": wasmbed.__version__, **VARIANTS[variant]}
+    if "WB_CAP_TLS_LINK := 1" in (out / "gen" / "board.mk").read_text():
+        make_vars["MBEDTLS_DIR"] = str(deps.fetch(deps.MBEDTLS, log=lambda _msg: None))
     cmd = ["make", "-C", str(FIRMWARE_SRC), f"-j{jobs or os.cpu_count() or 1}",
            *(f"{k}={v}" for k, v in make_vars.items())]
     proc = subprocess.run(cmd, capture_output=quiet, text=True)

@@ -49,6 +49,7 @@ import base64
 import binascii
 import dataclasses
 import enum
+import functools
 import hashlib
 import re
 import types
@@ -221,6 +222,9 @@ class DeviceStatus:
     free_ram: int | None = None
     firmware_version: str | None = None
     reason: str | None = None
+    # Last reported state per app, keyed by the app id as text (JSON object keys are strings):
+    # "Unknown" | "Deploying" | "Stopped" | "Running" | "Failed".
+    apps: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,6 +356,36 @@ class Gateway(Resource):
     status: GatewayStatus = field(default_factory=GatewayStatus)
 
 
+@dataclass
+class EnrollmentTokenSpec:
+    """A one-time enrollment token, stored only as its SHA-256 (hex) so the store never holds the secret."""
+
+    token_sha256: str
+    expires: datetime
+    board: str | None = None  # the token is valid only for a hello/enroll_request naming this board
+    issued_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{64}", self.token_sha256):
+            raise ModelError("tokenSha256 must be 64 lowercase hex digits")
+
+
+@dataclass
+class EnrollmentTokenStatus:
+    used: datetime | None = None
+    used_by: str | None = None  # fingerprint of the key that used it
+
+
+@register_kind
+@dataclass
+class EnrollmentToken(Resource):
+    """Kept in the store (not in memory) so issued tokens survive a gateway restart; single use."""
+
+    KIND: ClassVar[str] = "EnrollmentToken"
+    spec: EnrollmentTokenSpec
+    status: EnrollmentTokenStatus = field(default_factory=EnrollmentTokenStatus)
+
+
 # --------------------------------------------------------------------------------------------------
 # generic dataclass <-> camelCase dict codec
 
@@ -364,8 +398,9 @@ _KEY_OVERRIDES = {
 }
 
 
+@functools.cache
 def camel(name: str) -> str:
-    """snake_case -> camelCase, with a few explicit overrides."""
+    """snake_case -> camelCase, with a few explicit overrides (memoised: the codec calls it per field)."""
     if name in _KEY_OVERRIDES:
         return _KEY_OVERRIDES[name]
     head, *rest = name.split("_")
@@ -401,16 +436,22 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _field_keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """(attribute, camelCase key) of every field of a dataclass type; cached (the store encodes a lot)."""
+    return tuple((f.name, camel(f.name)) for f in dataclasses.fields(cls))
+
+
 def _encode_dataclass(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
+    for name, key in _field_keys(type(obj)):
+        value = getattr(obj, name)
         if value is None:
             continue
-        if f.name == "resource_version":
-            out[camel(f.name)] = str(value)
+        if name == "resource_version":
+            out[key] = str(value)
         else:
-            out[camel(f.name)] = _encode_value(value)
+            out[key] = _encode_value(value)
     return out
 
 
@@ -421,6 +462,12 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
+
+
+@functools.cache
+def _init_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """camelCase key -> field, for the fields a dataclass's constructor takes; cached."""
+    return {camel(f.name): f for f in dataclasses.fields(cls) if f.init}
 
 
 def _decode(tp: Any, value: Any, where: str) -> Any:
@@ -447,8 +494,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ModelError(f"{where}: expected a mapping")
         hints = _hints(tp)
-        by_key = {camel(f.name): f for f in dataclasses.fields(tp) if f.init}
-        unknown = set(value) - set(by_key)
+        by_key = _init_fields(tp)
+        unknown = value.keys() - by_key.keys()
         if unknown:
             raise ModelError(f"{where}: unknown keys {sorted(unknown)}")
         kwargs: dict[str, Any] = {}

@@ -293,14 +293,19 @@ def test_depth_limit_exact(build: dict[str, Path]) -> None:
 # -- message layer ----------------------------------------------------------------------------------
 
 UUID = bytes.fromhex("6f1c2a8e3b7d4e0f9a1b2c3d4e5f6071")
-SPKI = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004") + bytes(range(64))
+CSR = bytes.fromhex("3040") + bytes(range(64))  # placeholder DER; the codec does not parse it
+CERT = bytes.fromhex("3050") + bytes(range(80))
+TOKEN = bytes(range(0xA0, 0xB0))
 PY_MESSAGES = [
     Envelope(1, Hello(1, "mps2-an385", "0.1.0", 4_190_208, 262_144, ("wasm-mvp", "bulk-memory"), 4096)),
     Envelope(1, HelloAck(1, 4096, 1_767_225_600_000, 30_000)),
-    Envelope(2, EnrollRequest(SPKI, "mps2-an385")),
-    Envelope(2, EnrollResult(0, "mps2-an385-6f1c2a8e", UUID)),
-    Envelope(3, EnrollResult(1)),
-    Envelope(4, EnrollResult(2)),
+    Envelope(2, EnrollRequest(CSR, "mps2-an385", TOKEN)),
+    Envelope(2, EnrollRequest(bytes(600), "b" * 32, bytes(32))),
+    Envelope(2, EnrollRequest(CSR, "mps2-an385")),
+    Envelope(2, EnrollResult(0, "mps2-an385-6f1c2a8e", UUID, CERT)),
+    Envelope(2, EnrollResult(0, "d" * 63, UUID, bytes(1024), "r" * 128)),
+    Envelope(3, EnrollResult(1, reason="waiting for operator approval")),
+    Envelope(4, EnrollResult(2, reason="pairing mode off")),
     Envelope(5, Heartbeat(123_456, 3_900_000, (AppState(1, 3), AppState(2, 4)))),
     Envelope(6, Heartbeat(2**64 - 1, 0)),
     Envelope(5, HeartbeatAck(1_767_225_630_000)),
@@ -324,7 +329,19 @@ def test_python_frames_decode_in_c(build: dict[str, Path], env: Envelope) -> Non
 C_SAMPLES = {
     "hello": Envelope(7, Hello(1, "mps2-an385", "0.1.0", 4_000_000, 65536, ("wasm-mvp", "bulk-memory"), 4096)),
     "heartbeat": Envelope(7, Heartbeat(2**32, 65535, (AppState(1, 3), AppState(24, 4), AppState(2**32 - 1, 255)))),
-    "enroll_request": Envelope(7, EnrollRequest(bytes.fromhex("3059301306072a8648ce3d0201"), "stm32vldiscovery")),
+    "enroll_request": Envelope(
+        7, EnrollRequest(bytes.fromhex("3081d9308180020100301e311c"), "stm32vldiscovery", bytes(range(0xA0, 0xA8)))
+    ),
+    "enroll_result": Envelope(
+        7,
+        EnrollResult(
+            0,
+            "stm32vldiscovery-6f1c2a8e",
+            bytes.fromhex("6f1c2a8e") + bytes(12),
+            bytes.fromhex("3082019a30820140a003"),
+            "token",
+        ),
+    ),
     "error": Envelope(9, ErrorMessage(ErrorCode.UNKNOWN_MESSAGE, "unknown message tag 99")),
 }
 
@@ -396,13 +413,22 @@ BAD_FRAMES: list[tuple[str, bytes, ErrorCode, int]] = [
     ),
     ("hello_ack hb 999", _frame([1, 1, [2, 1, 4096, 0, 999]]), ErrorCode.BAD_FIELDS, 1),
     ("hello_ack frame 0", _frame([1, 1, [2, 1, 0, 0, 30000]]), ErrorCode.BAD_FIELDS, 1),
-    ("enroll empty key", _frame([1, 2, [3, b"", "b"]]), ErrorCode.BAD_FIELDS, 2),
-    ("enroll key 601", _frame([1, 2, [3, bytes(601), "b"]]), ErrorCode.BAD_FIELDS, 2),
-    ("enroll key text", _frame([1, 2, [3, "key", "b"]]), ErrorCode.BAD_FIELDS, 2),
-    ("result status 3", _frame([1, 2, [4, 3, "", b""]]), ErrorCode.BAD_FIELDS, 2),
-    ("result uuid 15", _frame([1, 2, [4, 0, "dev", bytes(15)]]), ErrorCode.BAD_FIELDS, 2),
-    ("result accepted no name", _frame([1, 2, [4, 0, "", UUID]]), ErrorCode.BAD_FIELDS, 2),
-    ("result pending with name", _frame([1, 2, [4, 1, "dev", b""]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll empty csr", _frame([1, 2, [3, b"", "b", b""]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll csr 601", _frame([1, 2, [3, bytes(601), "b", b""]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll csr text", _frame([1, 2, [3, "csr", "b", b""]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll token 33", _frame([1, 2, [3, b"c", "b", bytes(33)]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll token text", _frame([1, 2, [3, b"c", "b", "tok"]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll token null", _frame([1, 2, [3, b"c", "b", None]]), ErrorCode.BAD_FIELDS, 2),
+    ("enroll v1.0 2 fields", _frame([1, 2, [3, b"c", "b"]]), ErrorCode.BAD_FIELDS, 2),
+    ("result status 3", _frame([1, 2, [4, 3, "", b"", b"", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result uuid 15", _frame([1, 2, [4, 0, "dev", bytes(15), b"c", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result accepted no name", _frame([1, 2, [4, 0, "", UUID, b"c", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result accepted no cert", _frame([1, 2, [4, 0, "dev", UUID, b"", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result pending with name", _frame([1, 2, [4, 1, "dev", b"", b"", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result pending with cert", _frame([1, 2, [4, 1, "", b"", b"c", ""]]), ErrorCode.BAD_FIELDS, 2),
+    ("result reason 129", _frame([1, 2, [4, 2, "", b"", b"", "x" * 129]]), ErrorCode.BAD_FIELDS, 2),
+    ("result reason bytes", _frame([1, 2, [4, 2, "", b"", b"", b"x"]]), ErrorCode.BAD_FIELDS, 2),
+    ("result v1.0 3 fields", _frame([1, 2, [4, 1, "", b""]]), ErrorCode.BAD_FIELDS, 2),
     ("heartbeat entry short", _frame([1, 4, [5, 1, 2, [[1]]]]), ErrorCode.BAD_FIELDS, 4),
     ("heartbeat entry int", _frame([1, 4, [5, 1, 2, [1]]]), ErrorCode.BAD_FIELDS, 4),
     ("heartbeat 17 apps", _frame([1, 4, [5, 1, 2, [[1, 2]] * 17]]), ErrorCode.BAD_FIELDS, 4),
@@ -443,7 +469,7 @@ def test_heartbeat_extension_items_are_ignored_by_both(build: dict[str, Path]) -
 
 def test_frame_size_boundary(build: dict[str, Path]) -> None:
     # A body of exactly max_frame bytes is accepted; one more byte is refused, by both.
-    env = Envelope(1, EnrollRequest(bytes(600), "b" * 32))
+    env = Envelope(1, EnrollRequest(bytes(600), "b" * 32, bytes(32)))
     frame = encode_frame(env)
     n = len(frame) - 4
     assert run_tool(build, "proto", str(n), stdin=frame.hex()).startswith("[1,1,[3,")
@@ -452,6 +478,21 @@ def test_frame_size_boundary(build: dict[str, Path]) -> None:
     with pytest.raises(ProtocolError) as exc:
         decode_frame(frame, n - 1)
     assert exc.value.code == ErrorCode.FRAME_TOO_LARGE
+
+
+def test_certificate_limit_by_both(build: dict[str, Path]) -> None:
+    # 1025 certificate bytes do not fit the initial frame size, so check them under a large agreed size.
+    for n, ok in ((1024, True), (1025, False)):
+        frame = _frame([1, 2, [4, 0, "dev", UUID, bytes(n), ""]])
+        out = run_tool(build, "proto", str(2**20), stdin=frame.hex())
+        if ok:
+            assert out.startswith("[1,2,[4,0,")
+            assert decode_frame(frame, 2**20).message == EnrollResult(0, "dev", UUID, bytes(n))
+        else:
+            assert out == f"ERR {int(ErrorCode.BAD_FIELDS)} 2"
+            with pytest.raises(ProtocolError) as exc:
+                decode_frame(frame, 2**20)
+            assert exc.value.code == ErrorCode.BAD_FIELDS
 
 
 def test_c_unit_program(build: dict[str, Path]) -> None:

@@ -42,15 +42,19 @@ from wasmbed.gateway.protocol import (
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 UUID = bytes.fromhex("6f1c2a8e3b7d4e0f9a1b2c3d4e5f6071")
-SPKI = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004") + bytes(range(64))
+# Placeholders shaped like DER SEQUENCEs: the protocol layer carries CSR and certificate opaquely.
+CSR = bytes.fromhex("3040") + bytes(range(64))
+CERT = bytes.fromhex("3050") + bytes(range(80))
+TOKEN = bytes(range(0xA0, 0xB0))
 
 # The examples printed in docs/protocol.md, by name.
 EXAMPLES: dict[str, Envelope] = {
     "hello": Envelope(1, Hello(1, "mps2-an385", "0.1.0", 4_190_208, 262_144, ("wasm-mvp", "bulk-memory"), 4096)),
     "hello_ack": Envelope(1, HelloAck(1, 4096, 1_767_225_600_000, 30_000)),
-    "enroll_request": Envelope(2, EnrollRequest(SPKI, "mps2-an385")),
-    "enroll_result": Envelope(2, EnrollResult(EnrollStatus.ACCEPTED, "mps2-an385-6f1c2a8e", UUID)),
+    "enroll_request": Envelope(2, EnrollRequest(CSR, "mps2-an385", TOKEN)),
+    "enroll_result": Envelope(2, EnrollResult(EnrollStatus.ACCEPTED, "mps2-an385-6f1c2a8e", UUID, CERT)),
     "enroll_pending": Envelope(2, EnrollResult(EnrollStatus.PENDING)),
+    "enroll_rejected": Envelope(2, EnrollResult(EnrollStatus.REJECTED, reason="pairing mode off")),
     "heartbeat": Envelope(3, Heartbeat(123_456, 3_900_000, (AppState(1, 3), AppState(2, 4)))),
     "heartbeat_ack": Envelope(3, HeartbeatAck(1_767_225_630_000)),
     "error": Envelope(0, ErrorMessage(ErrorCode.MALFORMED_CBOR, "truncated at offset 7")),
@@ -209,10 +213,16 @@ def test_message_types_cover_tags_and_skip_reserved() -> None:
         lambda: EnrollRequest(b"", "b"),
         lambda: EnrollRequest(bytes(601), "b"),
         lambda: EnrollRequest(bytearray(b"k"), "b"),
-        lambda: EnrollResult(EnrollStatus.ACCEPTED, "dev", b""),
-        lambda: EnrollResult(EnrollStatus.ACCEPTED, "", UUID),
-        lambda: EnrollResult(EnrollStatus.ACCEPTED, "d" * 64, UUID),
+        lambda: EnrollRequest(b"k", "b", bytes(33)),
+        lambda: EnrollRequest(b"k", "b", "token"),
+        lambda: EnrollResult(EnrollStatus.ACCEPTED, "dev", b"", CERT),
+        lambda: EnrollResult(EnrollStatus.ACCEPTED, "", UUID, CERT),
+        lambda: EnrollResult(EnrollStatus.ACCEPTED, "d" * 64, UUID, CERT),
+        lambda: EnrollResult(EnrollStatus.ACCEPTED, "dev", UUID),
+        lambda: EnrollResult(EnrollStatus.ACCEPTED, "dev", UUID, bytes(1025)),
         lambda: EnrollResult(EnrollStatus.REJECTED, "dev", b""),
+        lambda: EnrollResult(EnrollStatus.PENDING, certificate=CERT),
+        lambda: EnrollResult(EnrollStatus.REJECTED, reason="x" * 129),
         lambda: EnrollResult(3),
         lambda: Heartbeat(0, 0, (AppState(1, 1),) * 17),
         lambda: Heartbeat(0, 0, ((1, 2),)),
@@ -235,8 +245,8 @@ def test_limits_are_inclusive() -> None:
     hello = Hello(2**32 - 1, "b" * 32, "v" * 32, 2**32 - 1, 2**32 - 1, ("f" * 32,) * 16, 2**32 - 1)
     assert decode_frame(encode_frame(Envelope(2**32 - 1, hello)), 2**20).message == hello
     assert HelloAck(1, MIN_FRAME_SIZE, 2**64 - 1, 3_600_000).heartbeat_interval_ms == 3_600_000
-    assert len(EnrollRequest(bytes(600), "b").public_key) == 600
-    assert EnrollResult(0, "d" * 63, UUID).device_name == "d" * 63
+    assert len(EnrollRequest(bytes(600), "b", bytes(32)).csr) == 600
+    assert EnrollResult(0, "d" * 63, UUID, bytes(1024), "r" * 128).device_name == "d" * 63
     assert ErrorMessage(65535, "\u00e9" * 64).code == 65535  # 128 bytes of UTF-8
 
 
@@ -274,10 +284,11 @@ def test_agree_frame_size() -> None:
 def test_encode_frame_prefixes_length_and_enforces_limit() -> None:
     env = EXAMPLES["enroll_request"]
     frame = encode_frame(env)
-    assert int.from_bytes(frame[:4], "big") == len(frame) - 4 == 109
-    assert encode_frame(env, 109) == frame
+    n = len(frame) - 4
+    assert int.from_bytes(frame[:4], "big") == n == 3 + 2 + (2 + 66) + (1 + 10) + (1 + 16)
+    assert encode_frame(env, n) == frame
     with pytest.raises(ProtocolError) as exc:
-        encode_frame(env, 108)
+        encode_frame(env, n - 1)
     assert exc.value.code == ErrorCode.FRAME_TOO_LARGE
 
 
@@ -314,7 +325,7 @@ def test_frame_reader_delivers_frames_before_a_bad_header() -> None:
 
 
 def test_frame_reader_limit_changes_after_negotiation() -> None:
-    big = Envelope(4, EnrollRequest(bytes(600), "b" * 32))
+    big = Envelope(4, EnrollRequest(bytes(600), "b" * 32, bytes(32)))
     hello = Envelope(1, Hello(1, "b", "v", 0, 0, ("f" * 32,) * 16, 4096))
     frame = encode_frame(hello) + encode_frame(big)
     reader = FrameReader(max_frame_size=600)

@@ -11,6 +11,9 @@
 #include "wb_reset.h"
 #include "wb_time.h"
 #include "wb_watchdog.h"
+#if WB_CAP_TLS_LINK
+#include "link.h"
+#endif
 
 extern char __vector_table, __data_start, __data_end, __data_load;
 size_t wb_heap_size(void);
@@ -101,11 +104,19 @@ int main(void)
     }
 #endif
 
+#if WB_CAP_TLS_LINK
+    int link_up = wb_link_init() == 0;
+#endif
     wb_printf("wasmbed: ready\n");
     for (;;) {
 #if WB_HAS_WATCHDOG
         wb_watchdog_kick();
 #endif
-        wb_wait_for_interrupt();
+#if WB_CAP_TLS_LINK
+        if (link_up) {
+            wb_link_poll(wb_uptime_ms()); /* returns as soon as it has no bytes to work on */
+        }
+#endif
+        wb_wait_for_interrupt(); /* SysTick or UART RX wakes us */
     }
 }

@@ -23,6 +23,7 @@ const char *proto_error_name(proto_error code)
     case PROTO_ERR_BAD_FIELDS: return "BAD_FIELDS";
     case PROTO_ERR_UNEXPECTED_MESSAGE: return "UNEXPECTED_MESSAGE";
     case PROTO_ERR_INTERNAL: return "INTERNAL";
+    case PROTO_ERR_UNKNOWN_DEVICE: return "UNKNOWN_DEVICE";
     }
     return "UNKNOWN_ERROR";
 }
@@ -70,16 +71,20 @@ proto_error proto_validate(const proto_msg *m)
         break;
     }
     case PROTO_TAG_ENROLL_REQUEST:
-        ok = blob_ok(m->u.enroll_request.public_key, 1, PROTO_SPKI_MAX) &&
-             text_ok(m->u.enroll_request.board, 1, PROTO_BOARD_MAX);
+        ok = blob_ok(m->u.enroll_request.csr, 1, PROTO_CSR_MAX) &&
+             text_ok(m->u.enroll_request.board, 1, PROTO_BOARD_MAX) &&
+             blob_ok(m->u.enroll_request.token, 0, PROTO_TOKEN_MAX);
         break;
     case PROTO_TAG_ENROLL_RESULT: {
         const proto_enroll_result *r = &m->u.enroll_result;
         if (r->status == PROTO_ENROLL_ACCEPTED)
             ok = text_ok(r->device_name, 1, PROTO_DEVICE_NAME_MAX) &&
-                 blob_ok(r->device_uuid, PROTO_UUID_LEN, PROTO_UUID_LEN);
+                 blob_ok(r->device_uuid, PROTO_UUID_LEN, PROTO_UUID_LEN) &&
+                 blob_ok(r->certificate, 1, PROTO_CERT_MAX);
         else
-            ok = r->status <= PROTO_ENROLL_REJECTED && r->device_name.len == 0 && r->device_uuid.len == 0;
+            ok = r->status <= PROTO_ENROLL_REJECTED && r->device_name.len == 0 && r->device_uuid.len == 0 &&
+                 r->certificate.len == 0;
+        ok = ok && text_ok(r->reason, 0, PROTO_REASON_MAX);
         break;
     }
     case PROTO_TAG_HEARTBEAT: {
@@ -160,13 +165,16 @@ static proto_error rd_fields(cbor_dec *d, proto_msg *m)
         cbor_read_u32(d, &m->u.hello_ack.heartbeat_interval_ms);
         break;
     case PROTO_TAG_ENROLL_REQUEST:
-        rd_blob(d, &m->u.enroll_request.public_key);
+        rd_blob(d, &m->u.enroll_request.csr);
         rd_text(d, &m->u.enroll_request.board);
+        rd_blob(d, &m->u.enroll_request.token);
         break;
     case PROTO_TAG_ENROLL_RESULT:
         cbor_read_u32(d, &m->u.enroll_result.status);
         rd_text(d, &m->u.enroll_result.device_name);
         rd_blob(d, &m->u.enroll_result.device_uuid);
+        rd_blob(d, &m->u.enroll_result.certificate);
+        rd_text(d, &m->u.enroll_result.reason);
         break;
     case PROTO_TAG_HEARTBEAT: {
         proto_heartbeat *h = &m->u.heartbeat;
@@ -203,7 +211,7 @@ static proto_error rd_fields(cbor_dec *d, proto_msg *m)
 
 static size_t field_count(uint32_t tag)
 {
-    static const uint8_t counts[] = {0, 7, 4, 2, 3, 3, 1, 2};
+    static const uint8_t counts[] = {0, 7, 4, 3, 5, 3, 1, 2};
     return tag < sizeof counts ? counts[tag] : 0;
 }
 
@@ -283,13 +291,16 @@ proto_error proto_encode(const proto_msg *m, uint32_t max_frame, uint8_t *buf, s
         cbor_put_uint(&e, m->u.hello_ack.heartbeat_interval_ms);
         break;
     case PROTO_TAG_ENROLL_REQUEST:
-        put_blob(&e, m->u.enroll_request.public_key);
+        put_blob(&e, m->u.enroll_request.csr);
         put_text(&e, m->u.enroll_request.board);
+        put_blob(&e, m->u.enroll_request.token);
         break;
     case PROTO_TAG_ENROLL_RESULT:
         cbor_put_uint(&e, m->u.enroll_result.status);
         put_text(&e, m->u.enroll_result.device_name);
         put_blob(&e, m->u.enroll_result.device_uuid);
+        put_blob(&e, m->u.enroll_result.certificate);
+        put_text(&e, m->u.enroll_result.reason);
         break;
     case PROTO_TAG_HEARTBEAT: {
         const proto_heartbeat *h = &m->u.heartbeat;

@@ -25,7 +25,10 @@
 #define PROTO_FIRMWARE_VERSION_MAX 32
 #define PROTO_FEATURES_MAX 16
 #define PROTO_FEATURE_MAX 32
-#define PROTO_SPKI_MAX 600
+#define PROTO_CSR_MAX 600   /* DER PKCS#10 request */
+#define PROTO_TOKEN_MAX 32  /* one-time enrollment token */
+#define PROTO_CERT_MAX 1024 /* DER client certificate issued on enrollment */
+#define PROTO_REASON_MAX 128
 #define PROTO_DEVICE_NAME_MAX 63
 #define PROTO_UUID_LEN 16
 #define PROTO_APPS_MAX 16
@@ -58,6 +61,7 @@ typedef enum {
     PROTO_ERR_BAD_FIELDS = 19,
     PROTO_ERR_UNEXPECTED_MESSAGE = 20,
     PROTO_ERR_INTERNAL = 32,
+    PROTO_ERR_UNKNOWN_DEVICE = 33, /* gateway: client certificate's key is not an enrolled device */
 } proto_error;
 
 typedef enum { PROTO_ENROLL_ACCEPTED = 0, PROTO_ENROLL_PENDING = 1, PROTO_ENROLL_REJECTED = 2 } proto_enroll_status;
@@ -99,14 +103,17 @@ typedef struct {
 } proto_hello_ack;
 
 typedef struct {
-    proto_blob public_key; /* DER SubjectPublicKeyInfo of the TLS client certificate */
+    proto_blob csr; /* DER PKCS#10 certificate request for the device key, 1..600 bytes */
     proto_text board;
+    proto_blob token; /* one-time enrollment token, 0..32 bytes (empty: none) */
 } proto_enroll_request;
 
 typedef struct {
     uint32_t status;        /* proto_enroll_status */
     proto_text device_name; /* 1..63 bytes when accepted, else empty */
     proto_blob device_uuid; /* 16 bytes when accepted, else empty */
+    proto_blob certificate; /* DER client certificate, 1..1024 bytes when accepted, else empty */
+    proto_text reason;      /* 0..128 bytes, for logs only */
 } proto_enroll_result;
 
 typedef struct {

@@ -42,24 +42,38 @@ void wb_uart_write(wb_uart_t *u, const void *data, size_t len)
     }
 }
 
-void wb_uart_isr(void *arg)
+static void rx_irq_enable(wb_uart_t *u, int on)
 {
-    wb_uart_t *u = arg;
+    UART_CTRL(u) = on ? (UART_CTRL(u) | CTRL_RX_INT_EN) : (UART_CTRL(u) & ~CTRL_RX_INT_EN);
+}
+
+/* Move bytes from the UART into the ring until either is empty; pause when the ring is full. */
+static void rx_drain(wb_uart_t *u)
+{
     while (UART_STATE(u) & STATE_RX_FULL) {
-        uint8_t b = (uint8_t)UART_DATA(u);
         uint16_t next = (uint16_t)((u->rx_head + 1u) & (u->rx_size - 1u));
         if (next == u->rx_tail) {
-            u->rx_dropped++;
-        } else {
-            u->rx_buf[u->rx_head] = b;
-            u->rx_head = next;
+            rx_irq_enable(u, 0);
+            u->rx_paused = 1;
+            break;
         }
+        u->rx_buf[u->rx_head] = (uint8_t)UART_DATA(u);
+        u->rx_head = next;
     }
     if (UART_STATE(u) & STATE_RX_OVERRUN) {
         u->rx_dropped++;
         UART_STATE(u) = STATE_RX_OVERRUN; /* write-one-to-clear */
     }
+}
+
+void wb_uart_isr(void *arg)
+{
+    wb_uart_t *u = arg;
+    /* Acknowledge first, then drain: a byte that lands after the acknowledge raises the interrupt
+     * again. (Acknowledging after the drain loses the interrupt of a byte QEMU delivers between
+     * our last DATA read and the acknowledge, and reception stalls with RXFULL set.) */
     UART_INTSTAT(u) = INT_RX | INT_RX_OVERRUN;
+    rx_drain(u);
 }
 
 size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max)
@@ -69,6 +83,22 @@ size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max)
     while (n < max && u->rx_tail != u->rx_head) {
         out[n++] = u->rx_buf[u->rx_tail];
         u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
+    }
+    if ((u->rx_paused && n > 0) || n == 0) {
+        /* Resume a paused receiver, and (when the ring ran dry) take any byte waiting in the UART
+         * directly, so a lost interrupt can never stall reception. */
+        wb_irq_lock();
+        int was_paused = u->rx_paused;
+        u->rx_paused = 0;
+        rx_drain(u);
+        if (was_paused && !u->rx_paused) {
+            rx_irq_enable(u, 1);
+        }
+        wb_irq_unlock();
+        while (n < max && u->rx_tail != u->rx_head) {
+            out[n++] = u->rx_buf[u->rx_tail];
+            u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
+        }
     }
     return n;
 }

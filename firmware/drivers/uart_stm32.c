@@ -39,23 +39,35 @@ void wb_uart_write(wb_uart_t *u, const void *data, size_t len)
     }
 }
 
-void wb_uart_isr(void *arg)
+static void rx_irq_enable(wb_uart_t *u, int on)
 {
-    wb_uart_t *u = arg;
+    USART_CR1(u) = on ? (USART_CR1(u) | CR1_RXNEIE) : (USART_CR1(u) & ~CR1_RXNEIE);
+}
+
+/* Move bytes from the USART into the ring until either is empty; pause when the ring is full
+ * (RXNE stays set, so QEMU's USART model holds further input back). */
+static void rx_drain(wb_uart_t *u)
+{
     uint32_t sr;
     while ((sr = USART_SR(u)) & (SR_RXNE | SR_ORE)) {
+        uint16_t next = (uint16_t)((u->rx_head + 1u) & (u->rx_size - 1u));
+        if (next == u->rx_tail) {
+            rx_irq_enable(u, 0);
+            u->rx_paused = 1;
+            break;
+        }
         uint8_t b = (uint8_t)USART_DR(u); /* reading DR after SR clears RXNE and ORE */
         if (sr & SR_ORE) {
             u->rx_dropped++;
         }
-        uint16_t next = (uint16_t)((u->rx_head + 1u) & (u->rx_size - 1u));
-        if (next == u->rx_tail) {
-            u->rx_dropped++;
-        } else {
-            u->rx_buf[u->rx_head] = b;
-            u->rx_head = next;
-        }
+        u->rx_buf[u->rx_head] = b;
+        u->rx_head = next;
     }
+}
+
+void wb_uart_isr(void *arg)
+{
+    rx_drain(arg);
 }
 
 size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max)
@@ -65,6 +77,22 @@ size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max)
     while (n < max && u->rx_tail != u->rx_head) {
         out[n++] = u->rx_buf[u->rx_tail];
         u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
+    }
+    if ((u->rx_paused && n > 0) || n == 0) {
+        /* Resume a paused receiver, and (when the ring ran dry) take any byte waiting in the UART
+         * directly, so a lost interrupt can never stall reception. */
+        wb_irq_lock();
+        int was_paused = u->rx_paused;
+        u->rx_paused = 0;
+        rx_drain(u);
+        if (was_paused && !u->rx_paused) {
+            rx_irq_enable(u, 1);
+        }
+        wb_irq_unlock();
+        while (n < max && u->rx_tail != u->rx_head) {
+            out[n++] = u->rx_buf[u->rx_tail];
+            u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
+        }
     }
     return n;
 }

@@ -20,13 +20,16 @@ typedef struct wb_uart {
     volatile uint16_t rx_head;
     volatile uint16_t rx_tail;
     volatile uint32_t rx_dropped;
+    volatile uint8_t rx_paused; /* ring full: RX interrupt off, the byte waits in the UART */
 } wb_uart_t;
 
 /* Enable TX and RX; if rx_buf is set, RX is interrupt driven into the ring. */
 void wb_uart_init(wb_uart_t *u);
 /* Blocking, polled transmit: used by the crash reporter too, so it must not depend on interrupts. */
 void wb_uart_write(wb_uart_t *u, const void *data, size_t len);
-/* Non-blocking: copies up to max buffered bytes, returns how many. */
+/* Non-blocking: copies up to max buffered bytes, returns how many. When the ring was full the
+ * receiver was paused (the byte stays in the UART, so QEMU holds the rest back: flow control,
+ * no loss); reading makes room and resumes it. */
 size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max);
 /* Interrupt service routine: drains the RX data register into the ring. */
 void wb_uart_isr(void *uart);

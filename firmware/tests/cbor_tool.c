@@ -295,15 +295,21 @@ static void print_msg(const proto_msg *m)
         break;
     case PROTO_TAG_ENROLL_REQUEST:
         printf(",");
-        print_blob(m->u.enroll_request.public_key);
+        print_blob(m->u.enroll_request.csr);
         printf(",");
         print_text(m->u.enroll_request.board);
+        printf(",");
+        print_blob(m->u.enroll_request.token);
         break;
     case PROTO_TAG_ENROLL_RESULT:
         printf(",%" PRIu32 ",", m->u.enroll_result.status);
         print_text(m->u.enroll_result.device_name);
         printf(",");
         print_blob(m->u.enroll_result.device_uuid);
+        printf(",");
+        print_blob(m->u.enroll_result.certificate);
+        printf(",");
+        print_text(m->u.enroll_result.reason);
         break;
     case PROTO_TAG_HEARTBEAT: {
         const proto_heartbeat *h = &m->u.heartbeat;
@@ -378,7 +384,10 @@ static int cmd_proto(int argc, char **argv)
 
 static int cmd_sample(const char *name)
 {
-    static const uint8_t spki[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+    static const uint8_t csr[] = {0x30, 0x81, 0xd9, 0x30, 0x81, 0x80, 0x02, 0x01, 0x00, 0x30, 0x1e, 0x31, 0x1c};
+    static const uint8_t token[] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7};
+    static const uint8_t uuid[16] = {0x6f, 0x1c, 0x2a, 0x8e};
+    static const uint8_t cert[] = {0x30, 0x82, 0x01, 0x9a, 0x30, 0x82, 0x01, 0x40, 0xa0, 0x03};
     proto_msg m;
     size_t flen = 0;
     proto_error e;
@@ -406,8 +415,16 @@ static int cmd_sample(const char *name)
         m.u.heartbeat.apps[2] = (proto_app_state){0xFFFFFFFFu, 255};
     } else if (strcmp(name, "enroll_request") == 0) {
         m.tag = PROTO_TAG_ENROLL_REQUEST;
-        m.u.enroll_request.public_key = (proto_blob){spki, sizeof spki};
+        m.u.enroll_request.csr = (proto_blob){csr, sizeof csr};
         m.u.enroll_request.board = TEXT("stm32vldiscovery");
+        m.u.enroll_request.token = (proto_blob){token, sizeof token};
+    } else if (strcmp(name, "enroll_result") == 0) {
+        m.tag = PROTO_TAG_ENROLL_RESULT;
+        m.u.enroll_result.status = PROTO_ENROLL_ACCEPTED;
+        m.u.enroll_result.device_name = TEXT("stm32vldiscovery-6f1c2a8e");
+        m.u.enroll_result.device_uuid = (proto_blob){uuid, sizeof uuid};
+        m.u.enroll_result.certificate = (proto_blob){cert, sizeof cert};
+        m.u.enroll_result.reason = TEXT("token");
     } else if (strcmp(name, "error") == 0) {
         e = proto_encode_error(9, PROTO_ERR_UNKNOWN_MESSAGE, "unknown message tag 99", out_buf, sizeof out_buf,
                                &flen);

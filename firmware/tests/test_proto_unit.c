@@ -184,10 +184,14 @@ static void test_encode_limits(void)
     memset(&m, 0, sizeof m);
     m.tag = PROTO_TAG_ENROLL_REQUEST;
     m.u.enroll_request.board = (proto_text){"b", 1};
-    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_ERR_BAD_FIELDS); /* empty key */
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_ERR_BAD_FIELDS); /* empty CSR */
     static const uint8_t key[] = {1, 2, 3};
-    m.u.enroll_request.public_key = (proto_blob){key, sizeof key};
-    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_OK && len == 4 + 11);
+    static const uint8_t tok[33] = {0};
+    m.u.enroll_request.csr = (proto_blob){key, sizeof key};
+    m.u.enroll_request.token = (proto_blob){tok, 33};
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_ERR_BAD_FIELDS); /* token > 32 */
+    m.u.enroll_request.token = (proto_blob){NULL, 0};
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_OK && len == 4 + 12);
     CHECK(proto_encode(&m, 10, buf, sizeof buf, &len) == PROTO_ERR_FRAME_TOO_LARGE);
     CHECK(proto_encode(&m, 1024, buf, 10, &len) == PROTO_ERR_INTERNAL);
     m.u.enroll_request.board = (proto_text){"\xff", 1};
@@ -202,13 +206,25 @@ static void test_encode_limits(void)
     CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* accepted needs a 16-byte uuid */
     static const uint8_t uuid[16] = {0x12};
     m.u.enroll_result.device_uuid = (proto_blob){uuid, 16};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* accepted needs a certificate */
+    static const uint8_t cert[1025] = {0x30};
+    m.u.enroll_result.certificate = (proto_blob){cert, 1025};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* certificate > 1024 */
+    m.u.enroll_result.certificate = (proto_blob){cert, 1024};
     CHECK(proto_validate(&m) == PROTO_OK);
     m.u.enroll_result.status = PROTO_ENROLL_PENDING;
-    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* pending carries no name/uuid */
-    m.u.enroll_result.status = 3;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* pending carries no name/uuid/certificate */
     m.u.enroll_result.device_name.len = 0;
     m.u.enroll_result.device_uuid.len = 0;
     CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.enroll_result.certificate.len = 0;
+    m.u.enroll_result.reason = (proto_text){"waiting for approval", 20};
+    CHECK(proto_validate(&m) == PROTO_OK);
+    m.u.enroll_result.status = 3;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.enroll_result.status = PROTO_ENROLL_REJECTED;
+    m.u.enroll_result.reason = (proto_text){"\xff", 1};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* reason must be UTF-8 */
 
     /* Error texts are cut to the limit on a UTF-8 boundary. */
     char text[300];
@@ -221,6 +237,7 @@ static void test_encode_limits(void)
     CHECK(m.u.error.code == PROTO_ERR_BAD_FIELDS && m.u.error.text.len == 127);
     CHECK(proto_encode_error(0, PROTO_ERR_INTERNAL, NULL, buf, sizeof buf, &len) == PROTO_OK && len == 4 + 8);
     CHECK(strcmp(proto_error_name(PROTO_ERR_TOO_DEEP), "TOO_DEEP") == 0);
+    CHECK(strcmp(proto_error_name(PROTO_ERR_UNKNOWN_DEVICE), "UNKNOWN_DEVICE") == 0);
 }
 
 static void test_roundtrip_all(void)
@@ -236,8 +253,8 @@ static void test_roundtrip_all(void)
     }
     in[0].u.hello = (proto_hello){1, {"b", 1}, {"v", 1}, 1, 2, 1, {{"f", 1}}, PROTO_MIN_FRAME};
     in[1].u.hello_ack = (proto_hello_ack){1, 65536, 1700000000000ull, 30000};
-    in[2].u.enroll_request = (proto_enroll_request){{uuid, 16}, {"mps2-an505", 10}};
-    in[3].u.enroll_result = (proto_enroll_result){PROTO_ENROLL_ACCEPTED, {"dev", 3}, {uuid, 16}};
+    in[2].u.enroll_request = (proto_enroll_request){{uuid, 16}, {"mps2-an505", 10}, {uuid, 4}};
+    in[3].u.enroll_result = (proto_enroll_result){PROTO_ENROLL_ACCEPTED, {"dev", 3}, {uuid, 16}, {uuid, 8}, {"", 0}};
     in[4].u.heartbeat.uptime_ms = UINT64_MAX;
     in[5].u.heartbeat_ack.gateway_time_ms = 0;
     in[6].u.error = (proto_error_msg){0xFFFF, {"", 0}};

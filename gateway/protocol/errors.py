@@ -27,6 +27,7 @@ class ErrorCode(IntEnum):
     UNEXPECTED_MESSAGE = 20
     # Peer condition
     INTERNAL = 32
+    UNKNOWN_DEVICE = 33
 
 
 class ProtocolError(Exception):

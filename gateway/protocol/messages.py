@@ -29,7 +29,10 @@ BOARD_MAX = 32
 FIRMWARE_VERSION_MAX = 32
 FEATURES_MAX = 16
 FEATURE_MAX = 32
-SPKI_MAX = 600
+CSR_MAX = 600
+TOKEN_MAX = 32
+CERT_MAX = 1024
+REASON_MAX = 128
 DEVICE_NAME_MAX = 63
 UUID_LEN = 16
 APPS_MAX = 16
@@ -218,19 +221,25 @@ class HelloAck(Message):
 
 @dataclass(frozen=True, slots=True)
 class EnrollRequest(Message):
-    """Device → gateway: the DER SubjectPublicKeyInfo of the device's TLS client certificate."""
+    """Device → gateway on a session without client certificate: a PKCS#10 CSR asking for one.
+
+    The CSR's self-signature proves the device holds the key; the gateway derives the SPKI and its
+    fingerprint from it. `token` is a one-time enrollment token (empty when the device has none).
+    """
 
     TAG: ClassVar[int] = Tag.ENROLL_REQUEST
-    NFIELDS: ClassVar[int] = 2
-    public_key: bytes
+    NFIELDS: ClassVar[int] = 3
+    csr: bytes
     board: str
+    token: bytes = b""
 
     def __post_init__(self) -> None:
-        _bytes(self.public_key, "public_key", 1, SPKI_MAX)
+        _bytes(self.csr, "csr", 1, CSR_MAX)
         _text(self.board, "board", 1, BOARD_MAX)
+        _bytes(self.token, "token", 0, TOKEN_MAX)
 
     def fields(self) -> list[Any]:
-        return [self.public_key, self.board]
+        return [self.csr, self.board, self.token]
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> Self:
@@ -239,25 +248,33 @@ class EnrollRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class EnrollResult(Message):
-    """Gateway → device: the decision; name and 16-byte UUID only when accepted (else empty)."""
+    """Gateway → device: the decision; name, UUID and certificate only when accepted (else empty).
+
+    `reason` is human-readable (logs only), allowed with any status.
+    """
 
     TAG: ClassVar[int] = Tag.ENROLL_RESULT
-    NFIELDS: ClassVar[int] = 3
+    NFIELDS: ClassVar[int] = 5
     status: int
     device_name: str = ""
     device_uuid: bytes = b""
+    certificate: bytes = b""
+    reason: str = ""
 
     def __post_init__(self) -> None:
         _uint(self.status, "status", 0, max(EnrollStatus))
         if self.status == EnrollStatus.ACCEPTED:
             _text(self.device_name, "device_name", 1, DEVICE_NAME_MAX)
             _bytes(self.device_uuid, "device_uuid", UUID_LEN, UUID_LEN)
+            _bytes(self.certificate, "certificate", 1, CERT_MAX)
         else:
             _text(self.device_name, "device_name", 0, 0)
             _bytes(self.device_uuid, "device_uuid", 0, 0)
+            _bytes(self.certificate, "certificate", 0, 0)
+        _text(self.reason, "reason", 0, REASON_MAX)
 
     def fields(self) -> list[Any]:
-        return [self.status, self.device_name, self.device_uuid]
+        return [self.status, self.device_name, self.device_uuid, self.certificate, self.reason]
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> Self:

@@ -1,0 +1,351 @@
+"""The Gateway facade: the one object every front end (console, SSH sessions, headless CLI) talks to.
+
+Why a facade: several front ends run at once in the gateway's asyncio loop (local console, one Textual
+app per SSH session, scripts). They must see the same state (the store's change feed, the event log)
+and go through the same permission checks, so nothing below this layer is called by a front end.
+
+Permissions: every mutating call takes a :class:`Caller` (user + role). Roles are ordered
+viewer < operator < admin. Reads need no caller. Enrollment decisions (approve, reject, pairing mode,
+tokens) and deletion (= revocation) are admin; ending a device session is operator. A refused call raises
+:class:`PermissionDenied` and leaves an ``audit.denied`` event; an allowed mutation leaves an event
+naming the user.
+
+Pairing mode is kept in the Gateway resource but reset to ``GatewayConfig.pairing_mode`` (default off)
+at every start: an accidental restart never leaves a gateway open to unknown keys.
+
+Supervisor seam: pass any object with ``async start()`` / ``async stop()`` as ``supervisor``; it is
+started after the device listener (boards can connect as soon as they boot) and stopped before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from wasmbed import paths
+
+from . import pki as pki_mod
+from .enrollment import DEFAULT_TOKEN_TTL, TokenRegistry
+from .events import EventLevel, EventLog, EventSubscription, GatewayEvent
+from .link import DeviceLink, LinkConfig
+from .model import (
+    Device,
+    DevicePhase,
+    GatewayPhase,
+    GatewaySpec,
+    InvalidTransition,
+    ObjectMeta,
+    Resource,
+)
+from .model import Gateway as GatewayResource
+from .store import Store, Watch
+
+STORE_FILE = "gateway.sqlite3"
+PKI_DIR = "pki"
+
+
+class Role(enum.IntEnum):
+    """Ordered: a role may do everything the roles below it may."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: front ends build one per authenticated user/session."""
+
+    user: str
+    role: Role
+
+
+SYSTEM = Caller("system", Role.ADMIN)
+"""The gateway itself and trusted local tooling (headless CLI run by the installation's owner)."""
+
+
+class PermissionDenied(Exception):
+    def __init__(self, caller: Caller, action: str, needed: Role) -> None:
+        super().__init__(f"{caller.user} ({caller.role.name.lower()}) may not {action}: needs "
+                         f"{needed.name.lower()}")
+        self.caller, self.action, self.needed = caller, action, needed
+
+
+class GatewayError(Exception):
+    """A front-end request that cannot be carried out (unknown device, wrong phase...)."""
+
+
+class Supervisor(Protocol):
+    """What the facade needs from the QEMU supervisor (wired in by the lead)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class GatewayConfig:
+    name: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 0  # device listener; 0 picks a free port
+    heartbeat_interval_s: int = 5
+    unreachable_timeout_s: int = 15
+    pairing_mode: bool = False
+    data_dir: Path = field(default_factory=paths.data_dir)
+    max_frame_size: int = 16 * 1024
+    enrollment_timeout_s: float = 600.0
+    hello_timeout_s: float = 10.0
+    status_write_interval_s: float = 0.5  # see LinkConfig
+    server_names: tuple[str, ...] = ()  # extra SANs for the gateway certificate (e.g. a LAN address)
+
+
+class Gateway:
+    """Start/stop the gateway and serve front ends. Methods run in the gateway's event loop."""
+
+    def __init__(self, config: GatewayConfig | None = None, *, supervisor: Supervisor | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.supervisor = supervisor
+        self.events = EventLog()
+        self._store: Store | None = None
+        self._pki: pki_mod.GatewayPKI | None = None
+        self._link: DeviceLink | None = None
+        self._tokens: TokenRegistry | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        data = Path(cfg.data_dir).absolute()
+        self._pki = pki_mod.load_or_create(data / PKI_DIR, server_names=cfg.server_names)
+        self._store = store = Store(data / STORE_FILE)
+        self._tokens = TokenRegistry(store)
+        self._reset_stale_phases()
+        self._link = DeviceLink(store, self._pki, self.events, self._tokens, gateway_name=cfg.name,
+                                config=LinkConfig(host=cfg.host, port=cfg.port, max_frame_size=cfg.max_frame_size,
+                                                  enrollment_timeout_s=cfg.enrollment_timeout_s,
+                                                  hello_timeout_s=cfg.hello_timeout_s,
+                                                  status_write_interval_s=cfg.status_write_interval_s))
+        await self._link.start()
+        self._write_gateway_resource(GatewayPhase.RUNNING)
+        self.events.emit("gateway.started", f"gateway {cfg.name} listening for devices on {cfg.host}:"
+                         f"{self.port} (pairing mode {'on' if cfg.pairing_mode else 'off'})", port=self.port)
+        if self.supervisor is not None:
+            await self.supervisor.start()
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self._link is not None:
+            await self._link.stop()
+            self._link = None
+        if self._store is not None:
+            gw = self._store.get(GatewayResource, self.config.name)
+            if gw is not None:
+                gw.status.phase = GatewayPhase.STOPPED
+                self._store.update(gw)
+            self.events.emit("gateway.stopped", f"gateway {self.config.name} stopped")
+            self._store.close()
+            self._store = None
+        self.events.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _reset_stale_phases(self) -> None:
+        """After a crash the store may still say Connected: no session survives a restart."""
+        store = self.store
+        for dev in store.list(Device):
+            if dev.phase in (DevicePhase.CONNECTED, DevicePhase.UNREACHABLE):
+                def down(d: Device) -> None:
+                    d.set_phase(DevicePhase.DISCONNECTED, reason="gateway restarted")
+                try:
+                    store.mutate(Device, dev.name, down)
+                except InvalidTransition as exc:  # cannot happen: both phases may go to Disconnected
+                    self.events.emit("bug.invalid_transition", f"BUG: {exc}", level=EventLevel.ERROR)
+
+    def _write_gateway_resource(self, phase: GatewayPhase) -> None:
+        cfg = self.config
+        spec = GatewaySpec(endpoint=cfg.host, port=self.port, heartbeat_interval_s=cfg.heartbeat_interval_s,
+                           unreachable_timeout_s=cfg.unreachable_timeout_s, pairing_mode=cfg.pairing_mode)
+        gw = self.store.get(GatewayResource, cfg.name)
+        if gw is None:
+            gw = self.store.create(GatewayResource(metadata=ObjectMeta(name=cfg.name), spec=spec))
+        gw.spec = spec
+        gw.status.phase = phase
+        self.store.update(gw)
+
+    # -- plumbing for front ends and the supervisor --------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise GatewayError("gateway not started")
+        return self._store
+
+    @property
+    def pki(self) -> pki_mod.GatewayPKI:
+        if self._pki is None:
+            raise GatewayError("gateway not started")
+        return self._pki
+
+    @property
+    def link(self) -> DeviceLink:
+        if self._link is None:
+            raise GatewayError("gateway not started")
+        return self._link
+
+    @property
+    def port(self) -> int:
+        """The device listener's port (the one boards' chardevs and simulators connect to)."""
+        return self.link.port
+
+    @property
+    def ca_cert_der(self) -> bytes:
+        """Trust anchor for firmware images and simulators."""
+        return self.pki.ca_cert_der
+
+    def _require(self, caller: Caller, needed: Role, action: str) -> None:
+        if caller.role < needed:
+            self.events.emit("audit.denied", f"denied: {caller.user} ({caller.role.name.lower()}) tried to "
+                             f"{action}", level=EventLevel.WARNING, user=caller.user, action=action)
+            raise PermissionDenied(caller, action, needed)
+
+    # -- reads -----------------------------------------------------------------------------------------
+
+    def devices(self) -> list[Device]:
+        return self.store.list(Device)
+
+    def device(self, name: str) -> Device | None:
+        return self.store.get(Device, name)
+
+    def watch(self, kind: type[Resource] | None = Device, *, snapshot: bool = True) -> Watch:
+        """Store change feed (default: devices, starting with the current ones). Close it when done."""
+        return self.store.watch(kind, snapshot=snapshot)
+
+    def events_feed(self, *, history: bool = True) -> EventSubscription:
+        """Live gateway events (optionally starting with recent history). Close it when done."""
+        return self.events.subscribe(history=history)
+
+    def recent_events(self, n: int | None = None) -> list[GatewayEvent]:
+        return self.events.recent(n)
+
+    @property
+    def pairing_mode(self) -> bool:
+        return self.link.gateway_spec().pairing_mode
+
+    def online(self) -> Iterable[str]:
+        """Names of devices with a live operational session."""
+        return sorted(self.link.online)
+
+    # -- mutations -------------------------------------------------------------------------------------
+
+    async def set_pairing_mode(self, caller: Caller, on: bool) -> None:
+        """Admin: allow (or stop allowing) unknown keys to wait for approval."""
+        self._require(caller, Role.ADMIN, "change pairing mode")
+        gw = self.store.require(GatewayResource, self.config.name)
+        gw.spec.pairing_mode = on
+        self.store.update(gw)
+        self.events.emit("pairing.changed", f"pairing mode {'on' if on else 'off'} (by {caller.user})",
+                         user=caller.user, pairing_mode=on)
+
+    def _resolve(self, name_or_fingerprint: str) -> Device:
+        dev = self.store.get(Device, name_or_fingerprint) if _looks_like_name(name_or_fingerprint) else None
+        if dev is not None:
+            return dev
+        try:
+            fp = pki_mod.normalize_fingerprint(name_or_fingerprint)
+        except ValueError:
+            raise GatewayError(f"no device {name_or_fingerprint!r}") from None
+        for d in self.store.list(Device):
+            if d.spec.public_key_fingerprint == fp:
+                return d
+        raise GatewayError(f"no device with key {fp}")
+
+    async def approve(self, caller: Caller, name_or_fingerprint: str) -> Device:
+        """Admin: approve a waiting (Enrolling) or previously rejected (Pending) device.
+
+        The certificate is issued when the device next sends its enroll_request (it polls every
+        heartbeat interval, docs/protocol.md section 6.1), so approval works whether or not it is online.
+        """
+        self._require(caller, Role.ADMIN, "approve enrollments")
+        dev = self._resolve(name_or_fingerprint)
+        if dev.phase not in (DevicePhase.ENROLLING, DevicePhase.PENDING):
+            raise GatewayError(f"device {dev.name} is {dev.phase.value}, not waiting for approval")
+
+        def approve(d: Device) -> None:
+            if d.phase is DevicePhase.PENDING:
+                d.set_phase(DevicePhase.ENROLLING, reason=f"approved by {caller.user}")
+            d.set_phase(DevicePhase.ENROLLED, reason=f"approved by {caller.user}")
+
+        dev, _ = self.store.mutate(Device, dev.name, approve)
+        self.events.emit("enrollment.approved", f"enrollment of {dev.name} approved by {caller.user} (key "
+                         f"{dev.spec.public_key_fingerprint})", device=dev.name, user=caller.user)
+        return dev
+
+    async def reject(self, caller: Caller, name_or_fingerprint: str, reason: str | None = None) -> Device:
+        """Admin: refuse a waiting device; its record stays (phase Pending) so the refusal sticks."""
+        self._require(caller, Role.ADMIN, "reject enrollments")
+        dev = self._resolve(name_or_fingerprint)
+        if dev.phase is not DevicePhase.ENROLLING:
+            raise GatewayError(f"device {dev.name} is {dev.phase.value}, not waiting for approval")
+        why = f"rejected by {caller.user}" + (f": {reason}" if reason else "")
+
+        def reject(d: Device) -> None:
+            d.set_phase(DevicePhase.PENDING, reason=why)
+
+        dev, _ = self.store.mutate(Device, dev.name, reject)
+        self.events.emit("enrollment.rejected", f"enrollment of {dev.name} {why}", device=dev.name,
+                         user=caller.user)
+        return dev
+
+    async def delete_device(self, caller: Caller, name: str) -> Device:
+        """Admin: forget a device. Its certificate stops working at once (revocation by deletion)."""
+        self._require(caller, Role.ADMIN, "delete devices")
+        dev = self.store.get(Device, name)
+        if dev is None:
+            raise GatewayError(f"no device {name!r}")
+        await self.link.disconnect(name, f"deleted by {caller.user}")
+        dev = self.store.delete(Device, name)
+        self.events.emit("device.deleted", f"device {name} deleted by {caller.user}; its certificate is no "
+                         "longer accepted", device=name, user=caller.user)
+        return dev
+
+    async def disconnect_device(self, caller: Caller, name: str) -> bool:
+        """Operator: end a device's session (it will reconnect); False if it was not connected."""
+        self._require(caller, Role.OPERATOR, "disconnect devices")
+        return await self.link.disconnect(name, f"disconnected by {caller.user}")
+
+    async def issue_enrollment_token(self, caller: Caller, board: str | None = None, *,
+                                     ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> bytes:
+        """Admin: a one-time token that enrolls one device (of ``board``, if given) without approval."""
+        self._require(caller, Role.ADMIN, "issue enrollment tokens")
+        assert self._tokens is not None
+        token = self._tokens.issue(board, ttl=ttl, issued_by=caller.user)
+        self.events.emit("token.issued", f"enrollment token issued by {caller.user}"
+                         + (f" for board {board}" if board else "") + f", valid {ttl}", user=caller.user,
+                         board=board)
+        return token
+
+
+def _looks_like_name(text: str) -> bool:
+    return ":" not in text
+
+
+__all__ = [
+    "SYSTEM",
+    "Caller",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayError",
+    "PermissionDenied",
+    "Role",
+    "Supervisor",
+]
