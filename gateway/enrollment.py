@@ -117,13 +117,15 @@ class TokenRegistry:
         self._store = store
 
     def issue(self, board: str | None = None, *, ttl: dt.timedelta = DEFAULT_TOKEN_TTL,
-              issued_by: str | None = None) -> bytes:
-        """A fresh token (the only time its value exists outside the device)."""
+              issued_by: str | None = None, labels: dict[str, str] | None = None) -> bytes:
+        """A fresh token (the only time its value exists outside the device). ``labels`` are put on
+        the Device that redeems it (the lab uses this to tie a device to the board it runs on)."""
         if ttl <= dt.timedelta(0):
             raise ValueError("token ttl must be positive")
         token = secrets.token_bytes(TOKEN_BYTES)
         digest = token_hash(token)
-        spec = EnrollmentTokenSpec(token_sha256=digest, expires=utcnow() + ttl, board=board, issued_by=issued_by)
+        spec = EnrollmentTokenSpec(token_sha256=digest, expires=utcnow() + ttl, board=board, issued_by=issued_by,
+                                   labels=dict(labels or {}))
         self._store.create(EnrollmentToken(metadata=ObjectMeta(name=token_resource_name(digest)), spec=spec))
         return token
 

@@ -13,8 +13,10 @@ naming the user.
 Pairing mode is kept in the Gateway resource but reset to ``GatewayConfig.pairing_mode`` (default off)
 at every start: an accidental restart never leaves a gateway open to unknown keys.
 
-Supervisor seam: pass any object with ``async start()`` / ``async stop()`` as ``supervisor``; it is
+The lab (``GatewayConfig.lab``): emulated boards run by this process (lab.py + supervisor.py). It is
 started after the device listener (boards can connect as soon as they boot) and stopped before it.
+Board operations: add/remove are admin; start/stop/reset/power-cycle and setting sensors are
+operator; reading LEDs, sensors and consoles needs no caller.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from wasmbed import paths
 
 from . import pki as pki_mod
 from .enrollment import DEFAULT_TOKEN_TTL, TokenRegistry
 from .events import EventLevel, EventLog, EventSubscription, GatewayEvent
+from .lab import Lab
 from .link import DeviceLink, LinkConfig
 from .model import (
+    Board,
     Device,
     DevicePhase,
     GatewayPhase,
@@ -43,6 +46,7 @@ from .model import (
 )
 from .model import Gateway as GatewayResource
 from .store import Store, Watch
+from .supervisor import BoardProcess, ConsoleLine, Subscription, Supervisor
 
 STORE_FILE = "gateway.sqlite3"
 PKI_DIR = "pki"
@@ -79,14 +83,6 @@ class GatewayError(Exception):
     """A front-end request that cannot be carried out (unknown device, wrong phase...)."""
 
 
-class Supervisor(Protocol):
-    """What the facade needs from the QEMU supervisor (wired in by the lead)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 @dataclass
 class GatewayConfig:
     name: str = "local"
@@ -101,14 +97,17 @@ class GatewayConfig:
     hello_timeout_s: float = 10.0
     status_write_interval_s: float = 0.5  # see LinkConfig
     server_names: tuple[str, ...] = ()  # extra SANs for the gateway certificate (e.g. a LAN address)
+    lab: bool = False  # run emulated boards (Board resources) in this process
+    lab_state_root: Path | None = None  # per-board state folders (default: <data_dir>/boards)
+    lab_log_root: Path | None = None  # board console logs (default: the platformdirs log dir)
 
 
 class Gateway:
     """Start/stop the gateway and serve front ends. Methods run in the gateway's event loop."""
 
-    def __init__(self, config: GatewayConfig | None = None, *, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, config: GatewayConfig | None = None) -> None:
         self.config = config or GatewayConfig()
-        self.supervisor = supervisor
+        self._lab: Lab | None = None
         self.events = EventLog()
         self._store: Store | None = None
         self._pki: pki_mod.GatewayPKI | None = None
@@ -133,12 +132,16 @@ class Gateway:
         self._write_gateway_resource(GatewayPhase.RUNNING)
         self.events.emit("gateway.started", f"gateway {cfg.name} listening for devices on {cfg.host}:"
                          f"{self.port} (pairing mode {'on' if cfg.pairing_mode else 'off'})", port=self.port)
-        if self.supervisor is not None:
-            await self.supervisor.start()
+        if cfg.lab:
+            supervisor = Supervisor(cfg.host, self.port, cfg.lab_state_root or data / "boards", cfg.lab_log_root,
+                                    ca_der=self._pki.ca_cert_der)
+            self._lab = Lab(store, self._tokens, self.events, supervisor)
+            await self._lab.start()
 
     async def stop(self) -> None:
-        if self.supervisor is not None:
-            await self.supervisor.stop()
+        if self._lab is not None:
+            await self._lab.stop()
+            self._lab = None
         if self._link is not None:
             await self._link.stop()
             self._link = None
@@ -334,6 +337,81 @@ class Gateway:
                          board=board)
         return token
 
+    # -- the lab: emulated boards ----------------------------------------------------------------------
+
+    @property
+    def lab(self) -> Lab:
+        if self._lab is None:
+            raise GatewayError("this gateway runs no lab boards (start it with GatewayConfig(lab=True))")
+        return self._lab
+
+    @property
+    def has_lab(self) -> bool:
+        return self._lab is not None
+
+    def boards(self) -> list[Board]:
+        return self.lab.boards() if self._lab is not None else []
+
+    def board(self, name: str) -> Board | None:
+        return self.lab.board(name) if self._lab is not None else None
+
+    def board_process(self, name: str) -> BoardProcess:
+        """Live process facts (state, pid, scrollback) of a lab board."""
+        return self.lab.process(name)
+
+    def board_device(self, name: str) -> Device | None:
+        """The Device a lab board enrolled as, if any."""
+        return self.lab.device_of(name)
+
+    def board_console(self, name: str, *, replay: bool = True) -> Subscription[ConsoleLine]:
+        """Live console lines of a lab board (optionally starting with its scrollback). Close when done."""
+        return self.lab.process(name).subscribe(replay=replay)
+
+    async def add_board(self, caller: Caller, name: str, board_type: str, *, autostart: bool = True,
+                        auto_enroll: bool = True, icount_shift: int | None = None, start: bool = True) -> Board:
+        self._require(caller, Role.ADMIN, f"add board {name}")
+        board = self.lab.add(name, board_type, autostart=autostart, auto_enroll=auto_enroll,
+                             icount_shift=icount_shift)
+        self.events.emit("board.added", f"{caller.user} added board {name} ({board_type})", user=caller.user,
+                         board=name)
+        if start:
+            await self.lab.start_board(name)
+        return board
+
+    async def remove_board(self, caller: Caller, name: str) -> Board:
+        self._require(caller, Role.ADMIN, f"remove board {name}")
+        board = await self.lab.remove(name)
+        self.events.emit("board.removed", f"{caller.user} removed board {name}", user=caller.user, board=name)
+        return board
+
+    async def start_board(self, caller: Caller, name: str) -> BoardProcess:
+        self._require(caller, Role.OPERATOR, f"start board {name}")
+        return await self.lab.start_board(name)
+
+    async def stop_board(self, caller: Caller, name: str) -> None:
+        self._require(caller, Role.OPERATOR, f"stop board {name}")
+        await self.lab.stop_board(name)
+
+    async def reset_board(self, caller: Caller, name: str) -> None:
+        self._require(caller, Role.OPERATOR, f"reset board {name}")
+        await self.lab.reset_board(name)
+
+    async def power_cycle_board(self, caller: Caller, name: str) -> BoardProcess:
+        self._require(caller, Role.OPERATOR, f"power-cycle board {name}")
+        return await self.lab.power_cycle(name)
+
+    async def set_temperature(self, caller: Caller, name: str, celsius: float) -> None:
+        self._require(caller, Role.OPERATOR, f"set the temperature of board {name}")
+        await self.lab.supervisor.set_temperature(name, celsius)
+        self.events.emit("board.sensor", f"{caller.user} set {name} temperature to {celsius:.2f} °C",
+                         user=caller.user, board=name)
+
+    async def get_temperature(self, name: str) -> float:
+        return await self.lab.supervisor.get_temperature(name)
+
+    async def read_leds(self, name: str) -> list[bool]:
+        return await self.lab.supervisor.read_leds(name)
+
 
 def _looks_like_name(text: str) -> bool:
     return ":" not in text
@@ -347,5 +425,5 @@ __all__ = [
     "GatewayError",
     "PermissionDenied",
     "Role",
-    "Supervisor",
 ]
+

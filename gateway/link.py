@@ -580,13 +580,13 @@ class DeviceSession:
         token_problem: str | None = None
         if req.token:
             try:
-                link.tokens.redeem(req.token, req.board, fp)
+                token = link.tokens.redeem(req.token, req.board, fp)
             except EnrollmentError as exc:
                 token_problem = str(exc)
                 link.events.emit("enrollment.token_refused", f"enrollment token refused from {self.peer} (key "
                                  f"{fp}): {exc}", level=EventLevel.WARNING, logger=_LOG, fingerprint=fp)
             else:
-                device = self._approve_by_token(device, csr, req)
+                device = self._approve_by_token(device, csr, req, token.spec.labels)
                 return EnrollStatus.ACCEPTED, device, "approved by one-time token"
         spec = link.gateway_spec()
         if spec.pairing_mode:
@@ -620,12 +620,15 @@ class DeviceSession:
         dev.set_phase(DevicePhase.ENROLLING, reason=f"enrollment requested from {self.peer}")
         return store.create(dev)
 
-    def _approve_by_token(self, device: Device | None, csr: CheckedCSR, req: EnrollRequest) -> Device:
+    def _approve_by_token(self, device: Device | None, csr: CheckedCSR, req: EnrollRequest,
+                          labels: dict[str, str]) -> Device:
         if device is None:
             device = self._create_enrolling(csr, req)
 
         def approve(d: Device) -> None:
-            d.set_phase(DevicePhase.ENROLLED, reason="approved by one-time enrollment token")
+            d.metadata.labels = {**d.metadata.labels, **labels}
+            if d.phase is not DevicePhase.ENROLLED:
+                d.set_phase(DevicePhase.ENROLLED, reason="approved by one-time enrollment token")
 
         res = self.link.mutate_device(device.name, approve)
         if res is None:

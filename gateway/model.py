@@ -364,6 +364,7 @@ class EnrollmentTokenSpec:
     expires: datetime
     board: str | None = None  # the token is valid only for a hello/enroll_request naming this board
     issued_by: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # put on the Device that redeems the token
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.token_sha256):
@@ -384,6 +385,42 @@ class EnrollmentToken(Resource):
     KIND: ClassVar[str] = "EnrollmentToken"
     spec: EnrollmentTokenSpec
     status: EnrollmentTokenStatus = field(default_factory=EnrollmentTokenStatus)
+
+
+@dataclass
+class BoardSpec:
+    """An emulated board the lab runs: which DTS board type, and how the supervisor treats it."""
+
+    board_type: str
+    autostart: bool = True  # start with the gateway
+    auto_enroll: bool = True  # hand the board a one-time enrollment token at each start
+    icount_shift: int | None = None  # -icount shift=N (deterministic, instruction-counted time)
+
+
+@dataclass
+class BoardStatus:
+    """What the supervisor last saw of the board's QEMU process."""
+
+    state: str = "stopped"  # supervisor.BoardState value
+    pid: int | None = None
+    started: datetime | None = None
+    exit_code: int | None = None
+    restarts: int = 0
+    message: str | None = None
+
+
+@register_kind
+@dataclass
+class Board(Resource):
+    """A lab board (a QEMU process). Its enrolled identity is a Device labelled with the board's name."""
+
+    KIND: ClassVar[str] = "Board"
+    spec: BoardSpec
+    status: BoardStatus = field(default_factory=BoardStatus)
+
+
+#: Label put on a Device enrolled through a lab board's token: the Board it runs on.
+LAB_BOARD_LABEL = "wasmbed.github.io/lab-board"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Gateway facade: permissions, operator enrollment decisions, pairing mode, events, supervisor seam."""
+"""The Gateway facade: permissions, operator enrollment decisions, pairing mode, events, lab operations."""
 
 from __future__ import annotations
 
@@ -180,24 +180,13 @@ async def test_disconnect_device_and_online_list(gw: Gateway, tmp_path: Path) ->
     await d.stop()
 
 
-class FakeSupervisor:
-    def __init__(self, gw: Gateway, log: list[str]) -> None:
-        self.gw, self.log = gw, log
-
-    async def start(self) -> None:
-        self.log.append(f"start port={self.gw.port}")  # the listener is up before boards boot
-
-    async def stop(self) -> None:
-        self.log.append(f"stop online={list(self.gw.online())}")  # before the listener goes
-
-
-async def test_supervisor_seam(tmp_path: Path) -> None:
-    log: list[str] = []
-    g = Gateway(gateway_config(tmp_path / "gw"))
-    g.supervisor = FakeSupervisor(g, log)
-    async with g:
-        port = g.port
-    assert log == [f"start port={port}", "stop online=[]"]
+async def test_board_operations_need_the_lab_and_the_right_role(gw: Gateway) -> None:
+    viewer = Caller("vic", Role.VIEWER)
+    assert gw.boards() == [] and not gw.has_lab
+    with pytest.raises(PermissionDenied):
+        await gw.add_board(viewer, "b1", "mps2-an385")
+    with pytest.raises(GatewayError, match="runs no lab boards"):
+        await gw.add_board(ADMIN, "b1", "mps2-an385")
 
 
 async def test_ca_is_the_one_that_signs_device_certificates(gw: Gateway, tmp_path: Path) -> None:
