@@ -104,7 +104,7 @@ static void set_state(link_state s, uint64_t now, uint32_t timeout_ms)
     L.deadline = now + timeout_ms;
 }
 
-static void drop(uint64_t now, const char *why, int code, uint32_t backoff_ms)
+static void drop_session(uint64_t now, const char *why, int code, uint32_t backoff_ms, int orderly)
 {
     if (code != 0) {
         wb_printf("link: %s (-0x%04x) in state %s; retrying in %lu ms\n", why, (unsigned)-code,
@@ -112,10 +112,20 @@ static void drop(uint64_t now, const char *why, int code, uint32_t backoff_ms)
     } else {
         wb_printf("link: %s in state %s; retrying in %lu ms\n", why, state_names[L.state], (unsigned long)backoff_ms);
     }
-    if (L.state >= LINK_HELLO) {
-        mbedtls_ssl_close_notify(&L.ssl); /* best effort: the peer may be gone already */
+    /* Say goodbye only on a session we know is alive (the peer answered us last). After a timeout
+     * the socket behind the UART may already belong to a new gateway connection, which would
+     * take the close_notify as garbage, hang up, and make QEMU reconnect just as our next
+     * ClientHello is due. */
+    if (L.state >= LINK_HELLO && orderly) {
+        mbedtls_ssl_close_notify(&L.ssl);
     }
     set_state(LINK_IDLE, now, backoff_ms);
+}
+
+/* A session that failed or went silent: no close_notify. */
+static void drop(uint64_t now, const char *why, int code, uint32_t backoff_ms)
+{
+    drop_session(now, why, code, backoff_ms, 0);
 }
 
 static uint32_t free_memory(void)
@@ -337,7 +347,7 @@ static void on_enroll_result(const proto_enroll_result *r, uint64_t now)
     L.id.name[r->device_name.len] = '\0';
     wb_identity_save(&L.id);
     wb_printf("link: enrolled as %s; reconnecting with the issued certificate\n", L.id.name);
-    drop(now, "enrollment complete", 0, BACKOFF_MS);
+    drop_session(now, "enrollment complete", 0, BACKOFF_MS, 1);
 }
 
 static void handle_frame(const uint8_t *body, size_t len, uint64_t now)
