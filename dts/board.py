@@ -150,6 +150,10 @@ class Board:
     #: enrollment token) via QEMU's loader; carved off the top of ``sram``. None on boards
     #: whose profile has no TLS link.
     boot_params: MemoryRegion | None = None
+    #: ``/chosen wasmbed,app-i2c-buses``: the I2C buses WASM apps may use; app bus N is entry N.
+    app_i2c_buses: tuple[Peripheral, ...] = ()
+    #: ``/chosen wasmbed,temperature``: the sensor behind the apps' temperature host call.
+    temperature_sensor: I2cDevice | None = None
 
     def __hash__(self) -> int:  # qemu_i2c_bus_names is a dict; the file identifies the board
         return hash((self.name, self.path))
@@ -508,6 +512,24 @@ class _Loader:
                 raise self.err("/emulation", "i2c-buses and i2c-bus-names differ in length")
             bus_names = dict(zip(buses, names, strict=True))
 
+        app_buses: list[Peripheral] = []
+        if "wasmbed,app-i2c-buses" in chosen.props:
+            try:
+                bus_nodes = self.prop(chosen, "wasmbed,app-i2c-buses").to_nodes()
+            except dtlib.DTError:
+                raise self.err("/chosen", "'wasmbed,app-i2c-buses' must be a list of phandles") from None
+            for n in bus_nodes:
+                bus = by_node.get(n.path)
+                if bus is None or ("arm,versatile-i2c" not in bus.compatible and "st,stm32-i2c-v1" not in bus.compatible):
+                    raise self.err("/chosen", f"wasmbed,app-i2c-buses entry {n.path} is not an I2C bus under /soc")
+                app_buses.append(bus)
+        temperature = None
+        if "wasmbed,temperature" in chosen.props:
+            t_node = self.chosen(chosen, "wasmbed,temperature")
+            temperature = next((d for d in i2c_devices if d.label == self.label(t_node)), None)
+            if temperature is None:
+                raise self.err(t_node.path, "wasmbed,temperature must point at a sensor node on an I2C bus")
+
         return Board(
             name=self.path.stem,
             path=self.path,
@@ -531,4 +553,6 @@ class _Loader:
             qemu_default_i2c_bus=default_bus,
             qemu_i2c_bus_names=bus_names,
             boot_params=boot_params,
+            app_i2c_buses=tuple(app_buses),
+            temperature_sensor=temperature,
         )
