@@ -520,7 +520,8 @@ class _Loader:
                 raise self.err("/chosen", "'wasmbed,app-i2c-buses' must be a list of phandles") from None
             for n in bus_nodes:
                 bus = by_node.get(n.path)
-                if bus is None or ("arm,versatile-i2c" not in bus.compatible and "st,stm32-i2c-v1" not in bus.compatible):
+                i2c_compats = {"arm,versatile-i2c", "st,stm32-i2c-v1"}
+                if bus is None or not i2c_compats & set(bus.compatible):
                     raise self.err("/chosen", f"wasmbed,app-i2c-buses entry {n.path} is not an I2C bus under /soc")
                 app_buses.append(bus)
         temperature = None
