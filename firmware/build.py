@@ -89,8 +89,11 @@ def build(board: str | Path, variant: str = "default", root: Path | None = None,
     codegen.write(codegen.generate(info), out / "gen")
     dtb = compile_dtb(info.path, out / f"{info.name}.dtb")
     make_vars = {"BUILD_DIR": str(out), "VERSION": wasmbed.__version__, **VARIANTS[variant]}
-    if "WB_CAP_TLS_LINK := 1" in (out / "gen" / "board.mk").read_text():
+    board_mk = (out / "gen" / "board.mk").read_text()
+    if "WB_CAP_TLS_LINK := 1" in board_mk:
         make_vars["MBEDTLS_DIR"] = str(deps.fetch(deps.MBEDTLS, log=lambda _msg: None))
+    if "WB_CAP_WASM_RUNTIME := 1" in board_mk:
+        make_vars["WASM3_DIR"] = str(deps.fetch(deps.WASM3, log=lambda _msg: None))
     cmd = ["make", "-C", str(FIRMWARE_SRC), f"-j{jobs or os.cpu_count() or 1}",
            *(f"{k}={v}" for k, v in make_vars.items())]
     proc = subprocess.run(cmd, capture_output=quiet, text=True)

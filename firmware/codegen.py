@@ -30,6 +30,8 @@ DRIVERS: dict[str, str] = {
     "arm,cmsdk-uart": "uart_cmsdk",
     "st,stm32-usart": "uart_stm32",
     "arm,cmsdk-watchdog": "wdt_cmsdk",
+    "arm,versatile-i2c": "i2c_sbcon",
+    "arm,mps2-fpgaio-gpio": "leds_fpgaio",
 }
 
 #: Address the bus-fault test image reads: QEMU maps nothing there on any of our boards (checked by
@@ -73,9 +75,16 @@ def generate(board: Board, version_note: str = "") -> Generated:
         raise CodegenError(f"{board.path}: CPU {board.cpu!r} is not supported (known: {', '.join(CPU_FLAGS)})")
     prof = profile.select(board.sram.size, board.flash.size, f"dts/{board.path.name}")
     watchdogs = board.with_compatible("arm,cmsdk-watchdog")
-    drivers = sorted(
-        {DRIVERS[c] for p in (board.console, board.link, *watchdogs[:1]) for c in p.compatible if c in DRIVERS}
-    )
+    # Hardware WASM apps may touch (only where the profile runs apps): /chosen app I2C buses, the
+    # temperature sensor's bus, and the LED controllers.
+    app_hw = "wasm-runtime" in prof.enabled
+    i2c_buses = list(board.app_i2c_buses) if app_hw else []
+    sensor = board.temperature_sensor if app_hw else None
+    sensor_bus = board.peripheral(sensor.bus) if sensor is not None else None
+    leds = list(board.leds) if app_hw else []
+    led_ctrls = [board.peripheral(led.controller) for led in leds]
+    used = (board.console, board.link, *watchdogs[:1], *i2c_buses, *([sensor_bus] if sensor_bus else []), *led_ctrls)
+    drivers = sorted({DRIVERS[c] for p in used for c in p.compatible if c in DRIVERS})
     uart_drivers = [d for d in drivers if d.startswith("uart_")]
     if len(uart_drivers) != 1:
         raise CodegenError(
@@ -83,6 +92,8 @@ def generate(board: Board, version_note: str = "") -> Generated:
             f"(known compatibles: {', '.join(c for c in DRIVERS if 'uart' in c or 'usart' in c)})"
         )
 
+    if "wasm-runtime" in prof.enabled and "tls-link" not in prof.enabled:
+        raise CodegenError(f"{board.path}: the wasm-runtime capability needs tls-link (apps arrive over the link)")
     if "tls-link" in prof.enabled and board.boot_params is None:
         raise CodegenError(f"{board.path}: the tls-link profile needs /chosen wasmbed,boot-params (entropy seed, CA)")
     bp = board.boot_params
@@ -125,6 +136,20 @@ def generate(board: Board, version_note: str = "") -> Generated:
         ]
     else:
         header.append("#define WB_HAS_WATCHDOG 0")
+    header += [
+        "",
+        "/* Hardware WASM apps may use (docs/abi.md): app I2C bus N = entry N. */",
+        f"#define WB_APP_I2C_COUNT {len(i2c_buses)}",
+        f"#define WB_APP_I2C_BASES {{ {', '.join(f'0x{b.base:08X}u' for b in i2c_buses) or '0'} }}",
+        f"#define WB_HAS_TEMPERATURE {int(sensor is not None)}",
+        *([f"#define WB_TEMPERATURE_I2C_BASE 0x{sensor_bus.base:08X}u",  # type: ignore[union-attr]
+           f"#define WB_TEMPERATURE_I2C_ADDR 0x{sensor.address:02X}u",
+           f"#define WB_TEMPERATURE_COMPAT {_c_string(sensor.compatible)}"] if sensor is not None else []),
+        f"#define WB_LED_COUNT {len(leds)}",
+        "#define WB_LEDS { " + (", ".join(f"{{0x{c.base:08X}u, {led.bit}u}}" for led, c in zip(leds, led_ctrls,
+                                                                                             strict=True))
+                                or "{0u, 0u}") + " }",
+    ]
     header += [
         "",
         f"#define WB_FAULT_TEST_UNMAPPED_ADDR 0x{UNMAPPED_TEST_ADDR:08X}u",

@@ -15,6 +15,17 @@ import pytest
 
 from wasmbed.gateway.protocol import (
     INITIAL_MAX_FRAME_SIZE,
+    AppLog,
+    AppMessage,
+    AppMetrics,
+    AppStart,
+    AppStatus,
+    AppStop,
+    DeployBegin,
+    DeployChunk,
+    DeployCommit,
+    DeployResult,
+    Publish,
     MESSAGE_TYPES,
     MIN_FRAME_SIZE,
     RESERVED_TAGS,
@@ -46,6 +57,7 @@ UUID = bytes.fromhex("6f1c2a8e3b7d4e0f9a1b2c3d4e5f6071")
 CSR = bytes.fromhex("3040") + bytes(range(64))
 CERT = bytes.fromhex("3050") + bytes(range(80))
 TOKEN = bytes(range(0xA0, 0xB0))
+SHA256 = bytes(range(0x20, 0x40))
 
 # The examples printed in docs/protocol.md, by name.
 EXAMPLES: dict[str, Envelope] = {
@@ -58,6 +70,19 @@ EXAMPLES: dict[str, Envelope] = {
     "heartbeat": Envelope(3, Heartbeat(123_456, 3_900_000, (AppState(1, 3), AppState(2, 4)))),
     "heartbeat_ack": Envelope(3, HeartbeatAck(1_767_225_630_000)),
     "error": Envelope(0, ErrorMessage(ErrorCode.MALFORMED_CBOR, "truncated at offset 7")),
+    # App messages (section 7.8 onwards).
+    "deploy_begin": Envelope(4, DeployBegin(1, "blinky", 293, SHA256, cbor2.dumps({"period_ms": "250"}), 1, 1000, 1)),
+    "deploy_chunk": Envelope(5, DeployChunk(1, 0, bytes.fromhex("0061736d0100000001080260017f0060000000"))),
+    "deploy_result": Envelope(5, DeployResult(1, 0, 19)),
+    "deploy_commit": Envelope(9, DeployCommit(1)),
+    "deploy_result_hash": Envelope(9, DeployResult(1, 4, 293, "sha256 mismatch")),
+    "app_start": Envelope(10, AppStart(1)),
+    "app_stop": Envelope(11, AppStop(1, True)),
+    "app_status": Envelope(10, AppStatus(1, 3, "", 0, AppMetrics(1, 0, 1, 2))),
+    "app_status_failed": Envelope(7, AppStatus(1, 4, "time budget exceeded", 2, AppMetrics(12, 1, 1, 1000))),
+    "app_log": Envelope(8, AppLog(1, 1, 123_456, "hello from wasm")),
+    "publish": Envelope(9, Publish(1, "temperature", b"31.500")),
+    "message": Envelope(12, AppMessage(1, "threshold", b"25000")),
 }
 
 
@@ -188,7 +213,7 @@ def test_from_cbor_of_the_wrong_class_is_unexpected() -> None:
 def test_message_types_cover_tags_and_skip_reserved() -> None:
     assert sorted(MESSAGE_TYPES) == [t.value for t in Tag]
     assert not set(MESSAGE_TYPES) & set(RESERVED_TAGS)
-    for tag in (0, 8, 16, 25, 47, 48, 1000):
+    for tag in (0, 8, 15, 26, 47, 48, 1000):
         with pytest.raises(ProtocolError) as exc:
             Envelope.from_cbor(cbor2.dumps([1, 42, [tag]]))
         assert exc.value.code == ErrorCode.UNKNOWN_MESSAGE and exc.value.message_id == 42

@@ -71,6 +71,19 @@ void wb_vformat(wb_emit_fn emit, void *ctx, const char *fmt, va_list ap)
         while (*fmt >= '0' && *fmt <= '9') {
             width = width * 10 + (*fmt++ - '0');
         }
+        int precision = -1; /* only meaningful for %s: at most this many bytes */
+        if (*fmt == '.') {
+            fmt++;
+            if (*fmt == '*') {
+                precision = va_arg(ap, int);
+                fmt++;
+            } else {
+                precision = 0;
+                while (*fmt >= '0' && *fmt <= '9') {
+                    precision = precision * 10 + (*fmt++ - '0');
+                }
+            }
+        }
         while (*fmt == 'l') {
             longs++;
             fmt++;
@@ -106,14 +119,14 @@ void wb_vformat(wb_emit_fn emit, void *ctx, const char *fmt, va_list ap)
                 s = "(null)";
             }
             int n = 0;
-            for (const char *p = s; *p != '\0'; p++) {
+            for (const char *p = s; *p != '\0' && (precision < 0 || n < precision); p++) {
                 n++;
             }
-            for (; n < width; n++) {
+            for (int pad_n = n; pad_n < width; pad_n++) {
                 emit(ctx, ' ');
             }
-            while (*s != '\0') {
-                emit(ctx, *s++);
+            for (int i = 0; i < n; i++) {
+                emit(ctx, s[i]);
             }
             break;
         }

@@ -28,6 +28,22 @@ const char *proto_error_name(proto_error code)
     return "UNKNOWN_ERROR";
 }
 
+const char *proto_app_error_name(proto_app_error code)
+{
+    switch (code) {
+    case PROTO_APP_ERR_OK: return "OK";
+    case PROTO_APP_ERR_TOO_LARGE: return "TOO_LARGE";
+    case PROTO_APP_ERR_NO_MEMORY: return "NO_MEMORY";
+    case PROTO_APP_ERR_BAD_OFFSET: return "BAD_OFFSET";
+    case PROTO_APP_ERR_HASH_MISMATCH: return "HASH_MISMATCH";
+    case PROTO_APP_ERR_LOAD_FAILED: return "LOAD_FAILED";
+    case PROTO_APP_ERR_START_FAILED: return "START_FAILED";
+    case PROTO_APP_ERR_UNKNOWN_APP: return "UNKNOWN_APP";
+    case PROTO_APP_ERR_BUSY: return "BUSY";
+    }
+    return "UNKNOWN_APP_ERROR";
+}
+
 proto_error proto_frame_length(const uint8_t hdr[PROTO_HEADER_SIZE], uint32_t max_frame, uint32_t *len)
 {
     uint32_t n = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
@@ -99,6 +115,40 @@ proto_error proto_validate(const proto_msg *m)
         break;
     case PROTO_TAG_ERROR:
         ok = m->u.error.code >= 1 && m->u.error.code <= 0xFFFF && text_ok(m->u.error.text, 0, PROTO_ERROR_TEXT_MAX);
+        break;
+    case PROTO_TAG_DEPLOY_BEGIN: {
+        const proto_deploy_begin *b = &m->u.deploy_begin;
+        ok = b->app_id >= 1 && text_ok(b->name, 1, PROTO_APP_NAME_MAX) && b->size >= 1 &&
+             blob_ok(b->sha256, PROTO_SHA256_LEN, PROTO_SHA256_LEN) && blob_ok(b->config, 0, PROTO_APP_CONFIG_MAX) &&
+             b->mem_pages <= PROTO_MEM_PAGES_MAX && b->time_budget_ms >= 1 &&
+             b->time_budget_ms <= PROTO_TIME_BUDGET_MAX_MS && b->restart <= PROTO_RESTART_ALWAYS;
+        break;
+    }
+    case PROTO_TAG_DEPLOY_CHUNK:
+        ok = m->u.deploy_chunk.app_id >= 1 && blob_ok(m->u.deploy_chunk.data, 1, PROTO_CHUNK_MAX);
+        break;
+    case PROTO_TAG_DEPLOY_COMMIT:
+    case PROTO_TAG_APP_START:
+        ok = m->u.app_start.app_id >= 1; /* deploy_commit and app_start share proto_app_ref */
+        break;
+    case PROTO_TAG_DEPLOY_RESULT:
+        ok = m->u.deploy_result.app_id >= 1 && text_ok(m->u.deploy_result.text, 0, PROTO_APP_TEXT_MAX);
+        break;
+    case PROTO_TAG_APP_STOP:
+        ok = m->u.app_stop.app_id >= 1;
+        break;
+    case PROTO_TAG_APP_STATUS:
+        ok = m->u.app_status.app_id >= 1 && m->u.app_status.state <= 255 &&
+             text_ok(m->u.app_status.error, 0, PROTO_APP_TEXT_MAX);
+        break;
+    case PROTO_TAG_APP_LOG:
+        ok = m->u.app_log.app_id >= 1 && m->u.app_log.level <= PROTO_LOG_LEVEL_MAX &&
+             text_ok(m->u.app_log.text, 0, PROTO_LOG_TEXT_MAX);
+        break;
+    case PROTO_TAG_PUBLISH:
+    case PROTO_TAG_MESSAGE: /* same layout */
+        ok = m->u.publish.app_id >= 1 && text_ok(m->u.publish.topic, 1, PROTO_TOPIC_MAX) &&
+             blob_ok(m->u.publish.payload, 0, PROTO_PAYLOAD_MAX);
         break;
     default:
         return PROTO_ERR_UNKNOWN_MESSAGE;
@@ -203,15 +253,75 @@ static proto_error rd_fields(cbor_dec *d, proto_msg *m)
         cbor_read_u32(d, &m->u.error.code);
         rd_text(d, &m->u.error.text);
         break;
+    case PROTO_TAG_DEPLOY_BEGIN: {
+        proto_deploy_begin *b = &m->u.deploy_begin;
+        cbor_read_u32(d, &b->app_id);
+        rd_text(d, &b->name);
+        cbor_read_u32(d, &b->size);
+        rd_blob(d, &b->sha256);
+        rd_blob(d, &b->config);
+        cbor_read_u32(d, &b->mem_pages);
+        cbor_read_u32(d, &b->time_budget_ms);
+        cbor_read_u32(d, &b->restart);
+        break;
+    }
+    case PROTO_TAG_DEPLOY_CHUNK:
+        cbor_read_u32(d, &m->u.deploy_chunk.app_id);
+        cbor_read_u32(d, &m->u.deploy_chunk.offset);
+        rd_blob(d, &m->u.deploy_chunk.data);
+        break;
+    case PROTO_TAG_DEPLOY_COMMIT:
+    case PROTO_TAG_APP_START:
+        cbor_read_u32(d, &m->u.app_start.app_id);
+        break;
+    case PROTO_TAG_DEPLOY_RESULT:
+        cbor_read_u32(d, &m->u.deploy_result.app_id);
+        cbor_read_u32(d, &m->u.deploy_result.code);
+        cbor_read_u32(d, &m->u.deploy_result.next_offset);
+        rd_text(d, &m->u.deploy_result.text);
+        break;
+    case PROTO_TAG_APP_STOP:
+        cbor_read_u32(d, &m->u.app_stop.app_id);
+        cbor_read_bool(d, &m->u.app_stop.remove);
+        break;
+    case PROTO_TAG_APP_STATUS: {
+        proto_app_status *st = &m->u.app_status;
+        size_t n = 0;
+        cbor_read_u32(d, &st->app_id);
+        cbor_read_u32(d, &st->state);
+        rd_text(d, &st->error);
+        cbor_read_u32(d, &st->restarts);
+        if (cbor_read_array(d, &n) == CBOR_OK && n != 4)
+            return PROTO_ERR_BAD_FIELDS;
+        cbor_read_u32(d, &st->metrics.calls);
+        cbor_read_u32(d, &st->metrics.traps);
+        cbor_read_u32(d, &st->metrics.mem_pages);
+        cbor_read_u32(d, &st->metrics.max_call_ms);
+        break;
+    }
+    case PROTO_TAG_APP_LOG:
+        cbor_read_u32(d, &m->u.app_log.app_id);
+        cbor_read_u32(d, &m->u.app_log.level);
+        cbor_read_uint(d, &m->u.app_log.uptime_ms);
+        rd_text(d, &m->u.app_log.text);
+        break;
+    case PROTO_TAG_PUBLISH:
+    case PROTO_TAG_MESSAGE:
+        cbor_read_u32(d, &m->u.publish.app_id);
+        rd_text(d, &m->u.publish.topic);
+        rd_blob(d, &m->u.publish.payload);
+        break;
     default:
         return PROTO_ERR_UNKNOWN_MESSAGE;
     }
     return d->err == CBOR_OK ? PROTO_OK : from_cbor(d->err);
 }
 
-static size_t field_count(uint32_t tag)
+/* Fields per tag; 0 = tag not defined in this version (reserved or unassigned). */
+static size_t field_count(uint64_t tag)
 {
-    static const uint8_t counts[] = {0, 7, 4, 3, 5, 3, 1, 2};
+    static const uint8_t counts[] = {0, 7, 4, 3, 5, 3, 1, 2, /* 8..15 reserved */ 0, 0, 0, 0, 0, 0, 0, 0,
+                                     /* 16..25: apps */ 8, 3, 1, 4, 1, 2, 5, 4, 3, 3};
     return tag < sizeof counts ? counts[tag] : 0;
 }
 
@@ -240,7 +350,7 @@ proto_error proto_decode(const uint8_t *body, size_t len, proto_msg *m)
         return PROTO_ERR_BAD_ENVELOPE;
     if (cbor_read_uint(&d, &tag) != CBOR_OK)
         return PROTO_ERR_BAD_ENVELOPE;
-    if (tag < PROTO_TAG_HELLO || tag > PROTO_TAG_ERROR)
+    if (field_count(tag) == 0)
         return PROTO_ERR_UNKNOWN_MESSAGE;
     m->tag = (uint32_t)tag;
     if (n - 1 != field_count(m->tag))
@@ -320,6 +430,62 @@ proto_error proto_encode(const proto_msg *m, uint32_t max_frame, uint8_t *buf, s
     case PROTO_TAG_ERROR:
         cbor_put_uint(&e, m->u.error.code);
         put_text(&e, m->u.error.text);
+        break;
+    case PROTO_TAG_DEPLOY_BEGIN: {
+        const proto_deploy_begin *b = &m->u.deploy_begin;
+        cbor_put_uint(&e, b->app_id);
+        put_text(&e, b->name);
+        cbor_put_uint(&e, b->size);
+        put_blob(&e, b->sha256);
+        put_blob(&e, b->config);
+        cbor_put_uint(&e, b->mem_pages);
+        cbor_put_uint(&e, b->time_budget_ms);
+        cbor_put_uint(&e, b->restart);
+        break;
+    }
+    case PROTO_TAG_DEPLOY_CHUNK:
+        cbor_put_uint(&e, m->u.deploy_chunk.app_id);
+        cbor_put_uint(&e, m->u.deploy_chunk.offset);
+        put_blob(&e, m->u.deploy_chunk.data);
+        break;
+    case PROTO_TAG_DEPLOY_COMMIT:
+    case PROTO_TAG_APP_START:
+        cbor_put_uint(&e, m->u.app_start.app_id);
+        break;
+    case PROTO_TAG_DEPLOY_RESULT:
+        cbor_put_uint(&e, m->u.deploy_result.app_id);
+        cbor_put_uint(&e, m->u.deploy_result.code);
+        cbor_put_uint(&e, m->u.deploy_result.next_offset);
+        put_text(&e, m->u.deploy_result.text);
+        break;
+    case PROTO_TAG_APP_STOP:
+        cbor_put_uint(&e, m->u.app_stop.app_id);
+        cbor_put_bool(&e, m->u.app_stop.remove);
+        break;
+    case PROTO_TAG_APP_STATUS: {
+        const proto_app_status *st = &m->u.app_status;
+        cbor_put_uint(&e, st->app_id);
+        cbor_put_uint(&e, st->state);
+        put_text(&e, st->error);
+        cbor_put_uint(&e, st->restarts);
+        cbor_put_array(&e, 4);
+        cbor_put_uint(&e, st->metrics.calls);
+        cbor_put_uint(&e, st->metrics.traps);
+        cbor_put_uint(&e, st->metrics.mem_pages);
+        cbor_put_uint(&e, st->metrics.max_call_ms);
+        break;
+    }
+    case PROTO_TAG_APP_LOG:
+        cbor_put_uint(&e, m->u.app_log.app_id);
+        cbor_put_uint(&e, m->u.app_log.level);
+        cbor_put_uint(&e, m->u.app_log.uptime_ms);
+        put_text(&e, m->u.app_log.text);
+        break;
+    case PROTO_TAG_PUBLISH:
+    case PROTO_TAG_MESSAGE:
+        cbor_put_uint(&e, m->u.publish.app_id);
+        put_text(&e, m->u.publish.topic);
+        put_blob(&e, m->u.publish.payload);
         break;
     default:
         return PROTO_ERR_UNKNOWN_MESSAGE;

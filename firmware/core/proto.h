@@ -36,6 +36,19 @@
 #define PROTO_HEARTBEAT_MIN_MS 1000u
 #define PROTO_HEARTBEAT_MAX_MS 3600000u
 
+/* App message limits (docs/protocol.md sections 7.8-7.17). */
+#define PROTO_APP_NAME_MAX 32
+#define PROTO_SHA256_LEN 32
+#define PROTO_APP_CONFIG_MAX 512 /* encoded CBOR map text -> text, opaque to the codec */
+#define PROTO_CHUNK_MAX 1536     /* deploy_chunk data; the gateway also keeps a frame within max_frame */
+#define PROTO_APP_TEXT_MAX 128   /* deploy_result.text, app_status.error */
+#define PROTO_LOG_TEXT_MAX 256
+#define PROTO_TOPIC_MAX 64
+#define PROTO_PAYLOAD_MAX 1024
+#define PROTO_MEM_PAGES_MAX 65536u
+#define PROTO_TIME_BUDGET_MAX_MS 60000u
+#define PROTO_LOG_LEVEL_MAX 3
+
 typedef enum {
     PROTO_TAG_HELLO = 1,          /* device -> gateway */
     PROTO_TAG_HELLO_ACK = 2,      /* gateway -> device */
@@ -44,7 +57,18 @@ typedef enum {
     PROTO_TAG_HEARTBEAT = 5,      /* device -> gateway */
     PROTO_TAG_HEARTBEAT_ACK = 6,  /* gateway -> device */
     PROTO_TAG_ERROR = 7,          /* either way */
-    /* 8..15 reserved (session), 16..47 reserved (apps): specified in a later version. */
+    /* 8..15 reserved (session): specified in a later version. */
+    PROTO_TAG_DEPLOY_BEGIN = 16,  /* gateway -> device; reply deploy_result */
+    PROTO_TAG_DEPLOY_CHUNK = 17,  /* gateway -> device; reply deploy_result */
+    PROTO_TAG_DEPLOY_COMMIT = 18, /* gateway -> device; reply deploy_result */
+    PROTO_TAG_DEPLOY_RESULT = 19, /* device -> gateway */
+    PROTO_TAG_APP_START = 20,     /* gateway -> device; reply app_status */
+    PROTO_TAG_APP_STOP = 21,      /* gateway -> device; reply app_status */
+    PROTO_TAG_APP_STATUS = 22,    /* device -> gateway: reply, or unsolicited on every state change */
+    PROTO_TAG_APP_LOG = 23,       /* device -> gateway */
+    PROTO_TAG_PUBLISH = 24,       /* device -> gateway */
+    PROTO_TAG_MESSAGE = 25,       /* gateway -> device */
+    /* 26..47 reserved (apps): specified in a later version. */
 } proto_tag;
 
 typedef enum {
@@ -73,6 +97,23 @@ typedef enum {
     PROTO_APP_RUNNING = 3,
     PROTO_APP_FAILED = 4,
 } proto_app_state_code;
+
+/* deploy_result.code (and app_status.error wording): not protocol errors, the session goes on. */
+typedef enum {
+    PROTO_APP_ERR_OK = 0,
+    PROTO_APP_ERR_TOO_LARGE = 1,     /* size > the device's max_app_size */
+    PROTO_APP_ERR_NO_MEMORY = 2,     /* cannot hold the module or instantiate it */
+    PROTO_APP_ERR_BAD_OFFSET = 3,    /* chunk offset != next_offset, or beyond size */
+    PROTO_APP_ERR_HASH_MISMATCH = 4, /* commit: SHA-256 of the bytes != deploy_begin.sha256 */
+    PROTO_APP_ERR_LOAD_FAILED = 5,   /* wasm3 parse/link error (text says which) */
+    PROTO_APP_ERR_START_FAILED = 6,  /* app_start returned non-zero or trapped */
+    PROTO_APP_ERR_UNKNOWN_APP = 7,   /* no such app_id (or no transfer in progress) */
+    PROTO_APP_ERR_BUSY = 8,          /* too many apps, or another transfer in progress */
+} proto_app_error;
+
+typedef enum { PROTO_RESTART_NEVER = 0, PROTO_RESTART_ON_FAILURE = 1, PROTO_RESTART_ALWAYS = 2 } proto_restart;
+
+typedef enum { PROTO_LOG_DEBUG = 0, PROTO_LOG_INFO = 1, PROTO_LOG_WARNING = 2, PROTO_LOG_ERROR = 3 } proto_log_level;
 
 typedef struct {
     const char *ptr; /* UTF-8, not NUL-terminated */
@@ -138,6 +179,67 @@ typedef struct {
 } proto_error_msg;
 
 typedef struct {
+    uint32_t app_id; /* >= 1, gateway-assigned, unique per device */
+    proto_text name; /* 1..32 bytes */
+    uint32_t size;   /* module bytes, >= 1 */
+    proto_blob sha256; /* exactly 32 bytes */
+    proto_blob config; /* 0..512 bytes: encoded CBOR map text -> text (parse it when config_get runs) */
+    uint32_t mem_pages;      /* max linear memory pages the app may grow to, 0..65536 */
+    uint32_t time_budget_ms; /* per handler call, 1..60000 */
+    uint32_t restart;        /* proto_restart, 0..2 */
+} proto_deploy_begin;
+
+typedef struct {
+    uint32_t app_id;
+    uint32_t offset;
+    proto_blob data; /* 1..1536 bytes */
+} proto_deploy_chunk;
+
+typedef struct {
+    uint32_t app_id; /* >= 1 */
+} proto_app_ref;     /* deploy_commit, app_start */
+
+typedef struct {
+    uint32_t app_id;
+    uint32_t code;        /* proto_app_error */
+    uint32_t next_offset; /* bytes the device holds contiguously from 0 */
+    proto_text text;      /* 0..128 bytes */
+} proto_deploy_result;
+
+typedef struct {
+    uint32_t app_id;
+    bool remove; /* also free the module */
+} proto_app_stop;
+
+typedef struct {
+    uint32_t calls;       /* handler calls so far (app_start included) */
+    uint32_t traps;       /* traps and budget overruns so far */
+    uint32_t mem_pages;   /* current linear memory pages */
+    uint32_t max_call_ms; /* longest handler call */
+} proto_app_metrics;
+
+typedef struct {
+    uint32_t app_id;
+    uint32_t state;   /* proto_app_state_code, 0..255 */
+    proto_text error; /* 0..128 bytes: why it failed (empty otherwise) */
+    uint32_t restarts;
+    proto_app_metrics metrics;
+} proto_app_status;
+
+typedef struct {
+    uint32_t app_id;
+    uint32_t level; /* proto_log_level, 0..3 */
+    uint64_t uptime_ms;
+    proto_text text; /* 0..256 bytes */
+} proto_app_log;
+
+typedef struct {
+    uint32_t app_id;
+    proto_text topic;   /* 1..64 bytes */
+    proto_blob payload; /* 0..1024 bytes */
+} proto_app_topic;      /* publish (device -> gateway) and message (gateway -> device) */
+
+typedef struct {
     uint32_t message_id; /* a reply carries its request's id; 0 if unknown (see proto_decode) */
     uint32_t tag;        /* proto_tag: selects the union member */
     union {
@@ -148,11 +250,24 @@ typedef struct {
         proto_heartbeat heartbeat;
         proto_heartbeat_ack heartbeat_ack;
         proto_error_msg error;
+        proto_deploy_begin deploy_begin;
+        proto_deploy_chunk deploy_chunk;
+        proto_app_ref deploy_commit;
+        proto_deploy_result deploy_result;
+        proto_app_ref app_start;
+        proto_app_stop app_stop;
+        proto_app_status app_status;
+        proto_app_log app_log;
+        proto_app_topic publish;
+        proto_app_topic message;
     } u;
 } proto_msg;
 
 /* Stable names of the error codes ("MALFORMED_CBOR", ...), for error texts and logs. */
 const char *proto_error_name(proto_error code);
+
+/* Stable names of the app result codes ("HASH_MISMATCH", ...). */
+const char *proto_app_error_name(proto_app_error code);
 
 /* Frame header: PROTO_ERR_FRAME_TOO_LARGE if the declared body length exceeds max_frame. */
 proto_error proto_frame_length(const uint8_t hdr[PROTO_HEADER_SIZE], uint32_t max_frame, uint32_t *len);

@@ -6,9 +6,30 @@
 
 static volatile uint64_t ticks_ms;
 
-void wb_systick_handler(void)
+/* Called every tick with the interrupted context's stacked frame (r0-r3, r12, lr, pc, xpsr). A layer
+ * that must act on what was interrupted (the WASM time budget) overrides this weak default. */
+__attribute__((weak)) void wb_tick_hook(uint32_t *frame, uint64_t now_ms)
+{
+    (void)frame;
+    (void)now_ms;
+}
+
+__attribute__((used)) void wb_systick_c(uint32_t *frame)
 {
     ticks_ms++;
+    wb_tick_hook(frame, ticks_ms);
+}
+
+/* Naked entry: hand the C part the stacked frame of whatever we interrupted. EXC_RETURN bit 2
+ * says which stack holds it; a branch (not a call) keeps LR = EXC_RETURN for the return. */
+__attribute__((naked)) void wb_systick_handler(void)
+{
+    __asm volatile(
+        "tst lr, #4\n"
+        "ite eq\n"
+        "mrseq r0, msp\n"
+        "mrsne r0, psp\n"
+        "b wb_systick_c\n");
 }
 
 void wb_time_init(void)

@@ -14,7 +14,8 @@ void wb_console_init(void);
 wb_uart_t *wb_console_uart(void);
 void wb_console_write(const char *s, size_t len);
 
-/* Supports %s %c %d %i %u %x %X %p %% with optional '0' flag, width and 'l'/'ll' length. */
+/* Supports %s %c %d %i %u %x %X %p %% with optional '0' flag, width, 'l'/'ll' length, and a
+ * precision (.N or .*) for %s. */
 __attribute__((format(printf, 1, 2))) void wb_printf(const char *fmt, ...);
 void wb_vprintf(const char *fmt, va_list ap);
 

@@ -32,6 +32,9 @@
 #include "wb_console.h"
 #include "wb_time.h"
 #include "wb_uart.h"
+#if WB_CAP_WASM_RUNTIME
+#include "apps.h"
+#endif
 
 #define LINK_FRAME_MAX 2048u      /* largest frame body we accept (announced in hello) */
 #define HANDSHAKE_TIMEOUT_MS 3000u /* a handshake takes ~0.1 s here; a lost ClientHello must not stall us */
@@ -67,6 +70,15 @@ static struct {
     int conf_has_cert;
     proto_reader reader;
 } L;
+
+#if WB_CAP_WASM_RUNTIME
+/* While answering app_start/app_stop, the app's status report is the reply (same message id).
+ * While answering deploy_commit, status reports wait until the deploy_result is out. */
+static uint32_t reply_id;
+static uint32_t reply_app;
+static int holding_status;
+static int held_status;
+#endif
 
 static uint8_t rx_ring[4096]; /* host->device is the slow direction: keep the UART model busy */
 static wb_uart_t link_uart = {
@@ -120,6 +132,10 @@ static void drop_session(uint64_t now, const char *why, int code, uint32_t backo
         mbedtls_ssl_close_notify(&L.ssl);
     }
     set_state(LINK_IDLE, now, backoff_ms);
+#if WB_CAP_WASM_RUNTIME
+    reply_id = 0;
+    wb_apps_link_lost(); /* partial transfers restart from zero on the next session */
+#endif
 }
 
 /* A session that failed or went silent: no close_notify. */
@@ -276,15 +292,25 @@ static void start_handshake(uint64_t now)
 
 static int send_hello(uint64_t now)
 {
+#if WB_CAP_WASM_RUNTIME
+    static const proto_text features[] = {{"tls1.3", 6}, {"wasm3", 5}, {"abi1", 4}};
+#else
     static const proto_text features[] = {{"tls1.3", 6}};
+#endif
     proto_msg m = {.message_id = new_id(), .tag = PROTO_TAG_HELLO};
     m.u.hello.protocol_version = PROTO_VERSION;
     m.u.hello.board = (proto_text){WB_BOARD_NAME, sizeof WB_BOARD_NAME - 1};
     m.u.hello.firmware_version = (proto_text){WB_FIRMWARE_VERSION, sizeof WB_FIRMWARE_VERSION - 1};
     m.u.hello.ram_free = free_memory();
-    m.u.hello.max_app_size = 0; /* no WASM runtime yet: no apps */
-    m.u.hello.n_features = 1;
-    m.u.hello.features[0] = features[0];
+#if WB_CAP_WASM_RUNTIME
+    m.u.hello.max_app_size = wb_apps_max_module_size();
+#else
+    m.u.hello.max_app_size = 0; /* this profile has no WASM runtime */
+#endif
+    m.u.hello.n_features = sizeof features / sizeof features[0];
+    for (size_t i = 0; i < m.u.hello.n_features; i++) {
+        m.u.hello.features[i] = features[i];
+    }
     m.u.hello.max_frame_size = LINK_FRAME_MAX;
     L.awaiting_id = m.message_id;
     set_state(LINK_HELLO, now, REPLY_TIMEOUT_MS);
@@ -319,11 +345,169 @@ static int send_heartbeat(uint64_t now)
     m.u.heartbeat.uptime_ms = now;
     m.u.heartbeat.free_memory = free_memory();
     m.u.heartbeat.n_apps = 0;
+#if WB_CAP_WASM_RUNTIME
+    uint32_t ids[PROTO_APPS_MAX], states[PROTO_APPS_MAX];
+    size_t n = wb_apps_states(ids, states, PROTO_APPS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        m.u.heartbeat.apps[i].app_id = ids[i];
+        m.u.heartbeat.apps[i].state = states[i];
+    }
+    m.u.heartbeat.n_apps = n;
+#endif
     L.awaiting_id = m.message_id;
     L.deadline = now + REPLY_TIMEOUT_MS;
     L.next_heartbeat = now + L.heartbeat_ms;
     return send_msg(&m);
 }
+
+#if WB_CAP_WASM_RUNTIME
+/* ---- apps ---------------------------------------------------------------------------------- */
+
+
+static void send_status(const wb_app_report *r, uint32_t id)
+{
+    proto_msg m = {.message_id = id, .tag = PROTO_TAG_APP_STATUS};
+    m.u.app_status.app_id = r->app_id;
+    m.u.app_status.state = r->state;
+    size_t elen = r->error != 0 ? strlen(r->error) : 0;
+    m.u.app_status.error = (proto_text){r->error, elen > PROTO_APP_TEXT_MAX ? PROTO_APP_TEXT_MAX : elen};
+    m.u.app_status.restarts = r->restarts;
+    m.u.app_status.metrics.calls = r->calls;
+    m.u.app_status.metrics.traps = r->traps;
+    m.u.app_status.metrics.mem_pages = r->mem_pages;
+    m.u.app_status.metrics.max_call_ms = r->max_call_ms;
+    send_msg(&m);
+}
+
+static void sink_status(const wb_app_report *r)
+{
+    if (L.state != LINK_ONLINE) {
+        return; /* the next session's first heartbeat carries every app's state */
+    }
+    if (holding_status) {
+        held_status = 1;
+        return;
+    }
+    uint32_t id = new_id();
+    if (reply_app == r->app_id && reply_id != 0) {
+        id = reply_id;
+        reply_id = 0;
+    }
+    send_status(r, id);
+}
+
+static void sink_log(uint32_t app_id, uint32_t level, const char *text, size_t len)
+{
+    if (L.state != LINK_ONLINE) {
+        return; /* the console already has the line */
+    }
+    proto_msg m = {.message_id = new_id(), .tag = PROTO_TAG_APP_LOG};
+    m.u.app_log.app_id = app_id;
+    m.u.app_log.level = level;
+    m.u.app_log.uptime_ms = wb_uptime_ms();
+    /* Cut to the protocol's limit on a UTF-8 boundary. */
+    size_t n = len > PROTO_LOG_TEXT_MAX ? PROTO_LOG_TEXT_MAX : len;
+    while (n > 0 && n < len && ((uint8_t)text[n] & 0xC0u) == 0x80u) {
+        n--;
+    }
+    m.u.app_log.text = (proto_text){text, n};
+    send_msg(&m);
+}
+
+static int sink_publish(uint32_t app_id, const char *topic, size_t topic_len, const uint8_t *data, size_t len)
+{
+    if (L.state != LINK_ONLINE) {
+        return -1;
+    }
+    proto_msg m = {.message_id = new_id(), .tag = PROTO_TAG_PUBLISH};
+    m.u.publish.app_id = app_id;
+    m.u.publish.topic = (proto_text){topic, topic_len};
+    m.u.publish.payload = (proto_blob){data, len};
+    return send_msg(&m) == 0 ? 0 : -1;
+}
+
+static const wb_app_sink app_sink = {sink_status, sink_log, sink_publish};
+
+static void send_deploy_result(uint32_t id, uint32_t app_id, wb_app_code code, uint32_t next_offset,
+                               const char *text)
+{
+    proto_msg m = {.message_id = id, .tag = PROTO_TAG_DEPLOY_RESULT};
+    m.u.deploy_result.app_id = app_id;
+    m.u.deploy_result.code = code;
+    m.u.deploy_result.next_offset = next_offset;
+    size_t tl = strlen(text);
+    m.u.deploy_result.text = (proto_text){text, tl > PROTO_APP_TEXT_MAX ? PROTO_APP_TEXT_MAX : tl};
+    send_msg(&m);
+}
+
+static void reply_with_status(uint32_t id, uint32_t app_id, wb_app_code code)
+{
+    if (reply_id == 0) {
+        return; /* a state change already answered */
+    }
+    reply_id = 0;
+    wb_app_report r;
+    if (code == WB_APP_UNKNOWN_APP || !wb_apps_report(app_id, &r)) {
+        r = (wb_app_report){.app_id = app_id, .state = 0, .error = "unknown app"};
+    }
+    send_status(&r, id);
+}
+
+/* Returns 0 if m was an app message (and answered), -1 otherwise. */
+static int handle_app_message(const proto_msg *m)
+{
+    char err[PROTO_APP_TEXT_MAX + 1];
+    uint32_t next = 0;
+    wb_app_code code;
+    switch (m->tag) {
+    case PROTO_TAG_DEPLOY_BEGIN: {
+        const proto_deploy_begin *b = &m->u.deploy_begin;
+        wb_deploy_spec spec = {b->app_id, b->name.ptr, b->name.len, b->size, b->sha256.ptr, b->config.ptr,
+                               b->config.len, b->mem_pages, b->time_budget_ms, b->restart};
+        code = wb_apps_deploy_begin(&spec, &next, err, sizeof err);
+        send_deploy_result(m->message_id, b->app_id, code, next, err);
+        return 0;
+    }
+    case PROTO_TAG_DEPLOY_CHUNK: {
+        const proto_deploy_chunk *c = &m->u.deploy_chunk;
+        code = wb_apps_deploy_chunk(c->app_id, c->offset, c->data.ptr, c->data.len, &next, err, sizeof err);
+        send_deploy_result(m->message_id, c->app_id, code, next, err);
+        return 0;
+    }
+    case PROTO_TAG_DEPLOY_COMMIT: {
+        uint32_t app_id = m->u.deploy_commit.app_id;
+        holding_status = 1;
+        held_status = 0;
+        code = wb_apps_deploy_commit(app_id, &next, err, sizeof err);
+        holding_status = 0;
+        send_deploy_result(m->message_id, app_id, code, next, err);
+        wb_app_report r;
+        if (held_status && wb_apps_report(app_id, &r)) {
+            send_status(&r, new_id());
+        }
+        return 0;
+    }
+    case PROTO_TAG_APP_START:
+        reply_app = m->u.app_start.app_id;
+        reply_id = m->message_id;
+        code = wb_apps_start(reply_app);
+        reply_with_status(m->message_id, reply_app, code);
+        return 0;
+    case PROTO_TAG_APP_STOP:
+        reply_app = m->u.app_stop.app_id;
+        reply_id = m->message_id;
+        code = wb_apps_stop(reply_app, m->u.app_stop.remove);
+        reply_with_status(m->message_id, reply_app, code);
+        return 0;
+    case PROTO_TAG_MESSAGE:
+        wb_apps_message(m->u.message.app_id, m->u.message.topic.ptr, m->u.message.topic.len,
+                        m->u.message.payload.ptr, m->u.message.payload.len);
+        return 0;
+    default:
+        return -1;
+    }
+}
+#endif
 
 static void on_enroll_result(const proto_enroll_result *r, uint64_t now)
 {
@@ -398,6 +582,10 @@ static void handle_frame(const uint8_t *body, size_t len, uint64_t now)
         if (m.message_id == L.awaiting_id) {
             L.awaiting_id = 0;
         }
+#if WB_CAP_WASM_RUNTIME
+    } else if (L.state == LINK_ONLINE && handle_app_message(&m) == 0) {
+        /* handled */
+#endif
     } else {
         size_t flen;
         if (proto_encode_error(m.message_id, PROTO_ERR_UNEXPECTED_MESSAGE, "unexpected message", frame_out,
@@ -493,12 +681,22 @@ int wb_link_init(void)
         return -1;
     }
     L.heartbeat_ms = 5000;
+#if WB_CAP_WASM_RUNTIME
+    if (wb_apps_init(&app_sink) != 0) {
+        wb_printf("apps: off (no memory for the wasm3 environment)\n");
+    } else {
+        wb_printf("apps: wasm3 runtime ready, modules up to %lu bytes\n", (unsigned long)wb_apps_max_module_size());
+    }
+#endif
     set_state(LINK_IDLE, wb_uptime_ms(), 0);
     return 0;
 }
 
 void wb_link_poll(uint64_t now)
 {
+#if WB_CAP_WASM_RUNTIME
+    wb_apps_poll(now); /* apps keep running whatever the link does */
+#endif
     switch (L.state) {
     case LINK_OFF:
         return;

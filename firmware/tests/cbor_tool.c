@@ -326,6 +326,55 @@ static void print_msg(const proto_msg *m)
         printf(",%" PRIu32 ",", m->u.error.code);
         print_text(m->u.error.text);
         break;
+    case PROTO_TAG_DEPLOY_BEGIN: {
+        const proto_deploy_begin *b = &m->u.deploy_begin;
+        printf(",%" PRIu32 ",", b->app_id);
+        print_text(b->name);
+        printf(",%" PRIu32 ",", b->size);
+        print_blob(b->sha256);
+        printf(",");
+        print_blob(b->config);
+        printf(",%" PRIu32 ",%" PRIu32 ",%" PRIu32, b->mem_pages, b->time_budget_ms, b->restart);
+        break;
+    }
+    case PROTO_TAG_DEPLOY_CHUNK:
+        printf(",%" PRIu32 ",%" PRIu32 ",", m->u.deploy_chunk.app_id, m->u.deploy_chunk.offset);
+        print_blob(m->u.deploy_chunk.data);
+        break;
+    case PROTO_TAG_DEPLOY_COMMIT:
+        printf(",%" PRIu32, m->u.deploy_commit.app_id);
+        break;
+    case PROTO_TAG_APP_START:
+        printf(",%" PRIu32, m->u.app_start.app_id);
+        break;
+    case PROTO_TAG_DEPLOY_RESULT:
+        printf(",%" PRIu32 ",%" PRIu32 ",%" PRIu32 ",", m->u.deploy_result.app_id, m->u.deploy_result.code,
+               m->u.deploy_result.next_offset);
+        print_text(m->u.deploy_result.text);
+        break;
+    case PROTO_TAG_APP_STOP:
+        printf(",%" PRIu32 ",%s", m->u.app_stop.app_id, m->u.app_stop.remove ? "true" : "false");
+        break;
+    case PROTO_TAG_APP_STATUS: {
+        const proto_app_status *st = &m->u.app_status;
+        printf(",%" PRIu32 ",%" PRIu32 ",", st->app_id, st->state);
+        print_text(st->error);
+        printf(",%" PRIu32 ",[%" PRIu32 ",%" PRIu32 ",%" PRIu32 ",%" PRIu32 "]", st->restarts, st->metrics.calls,
+               st->metrics.traps, st->metrics.mem_pages, st->metrics.max_call_ms);
+        break;
+    }
+    case PROTO_TAG_APP_LOG:
+        printf(",%" PRIu32 ",%" PRIu32 ",%" PRIu64 ",", m->u.app_log.app_id, m->u.app_log.level,
+               m->u.app_log.uptime_ms);
+        print_text(m->u.app_log.text);
+        break;
+    case PROTO_TAG_PUBLISH:
+    case PROTO_TAG_MESSAGE:
+        printf(",%" PRIu32 ",", m->u.publish.app_id);
+        print_text(m->u.publish.topic);
+        printf(",");
+        print_blob(m->u.publish.payload);
+        break;
     }
     printf("]]\n");
 }
@@ -425,6 +474,23 @@ static int cmd_sample(const char *name)
         m.u.enroll_result.device_uuid = (proto_blob){uuid, sizeof uuid};
         m.u.enroll_result.certificate = (proto_blob){cert, sizeof cert};
         m.u.enroll_result.reason = TEXT("token");
+    } else if (strcmp(name, "deploy_result") == 0) {
+        m.tag = PROTO_TAG_DEPLOY_RESULT;
+        m.u.deploy_result = (proto_deploy_result){3, PROTO_APP_ERR_OK, 1536, TEXT("")};
+    } else if (strcmp(name, "deploy_result_error") == 0) {
+        m.tag = PROTO_TAG_DEPLOY_RESULT;
+        m.u.deploy_result = (proto_deploy_result){3, PROTO_APP_ERR_LOAD_FAILED, 0, TEXT("missing imported function")};
+    } else if (strcmp(name, "app_status") == 0) {
+        m.tag = PROTO_TAG_APP_STATUS;
+        m.u.app_status = (proto_app_status){3, PROTO_APP_FAILED, TEXT("time budget exceeded"), 2,
+                                            {0xFFFFFFFFu, 1, 1, 1000}};
+    } else if (strcmp(name, "app_log") == 0) {
+        m.tag = PROTO_TAG_APP_LOG;
+        m.u.app_log = (proto_app_log){3, PROTO_LOG_INFO, 4294967296ull, TEXT("hello from wasm \xc3\xa9")};
+    } else if (strcmp(name, "publish") == 0) {
+        static const uint8_t payload[] = "31.500";
+        m.tag = PROTO_TAG_PUBLISH;
+        m.u.publish = (proto_app_topic){3, TEXT("temperature"), {payload, 6}};
     } else if (strcmp(name, "error") == 0) {
         e = proto_encode_error(9, PROTO_ERR_UNKNOWN_MESSAGE, "unknown message tag 99", out_buf, sizeof out_buf,
                                &flen);

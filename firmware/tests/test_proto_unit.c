@@ -266,6 +266,85 @@ static void test_roundtrip_all(void)
     CHECK(out.u.error.code == 0xFFFF && out.u.error.text.len == 0);
 }
 
+static void test_app_messages(void)
+{
+    static const uint8_t sha[32] = {0xaa};
+    static const uint8_t big[PROTO_CHUNK_MAX + 1] = {0};
+    uint8_t buf[2048];
+    size_t len = 0;
+    proto_msg m, out;
+
+    memset(&m, 0, sizeof m);
+    m.message_id = 11;
+    m.tag = PROTO_TAG_DEPLOY_BEGIN;
+    m.u.deploy_begin = (proto_deploy_begin){1, {"hello", 5}, 300, {sha, 32}, {NULL, 0}, 1, 1000, PROTO_RESTART_NEVER};
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_OK);
+    CHECK(proto_decode(buf + 4, len - 4, &out) == PROTO_OK && out.tag == PROTO_TAG_DEPLOY_BEGIN);
+    CHECK(out.u.deploy_begin.size == 300 && out.u.deploy_begin.sha256.len == 32 && out.u.deploy_begin.config.len == 0);
+    /* sha256 is followed by config (1 byte), mem_pages (1), time_budget_ms (3), restart (1): it points into the frame */
+    CHECK(out.u.deploy_begin.sha256.ptr == buf + len - 6 - 32);
+    m.u.deploy_begin.app_id = 0;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* app ids start at 1 */
+    m.u.deploy_begin.app_id = 1;
+    m.u.deploy_begin.time_budget_ms = 0;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_begin.time_budget_ms = PROTO_TIME_BUDGET_MAX_MS + 1;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_begin.time_budget_ms = PROTO_TIME_BUDGET_MAX_MS;
+    m.u.deploy_begin.restart = 3;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_begin.restart = PROTO_RESTART_ALWAYS;
+    m.u.deploy_begin.sha256.len = 31;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_begin.sha256.len = 32;
+    m.u.deploy_begin.config = (proto_blob){big, PROTO_APP_CONFIG_MAX + 1};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_begin.config.len = PROTO_APP_CONFIG_MAX;
+    m.u.deploy_begin.mem_pages = PROTO_MEM_PAGES_MAX;
+    CHECK(proto_validate(&m) == PROTO_OK);
+
+    /* The largest chunk fits a 1560-byte frame body, not the initial 1024. */
+    memset(&m, 0, sizeof m);
+    m.tag = PROTO_TAG_DEPLOY_CHUNK;
+    m.message_id = 0xFFFFFFFFu;
+    m.u.deploy_chunk = (proto_deploy_chunk){0xFFFFFFFFu, 0xFFFFFFFFu, {big, PROTO_CHUNK_MAX}};
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_ERR_FRAME_TOO_LARGE);
+    CHECK(proto_encode(&m, PROTO_CHUNK_MAX + 22, buf, sizeof buf, &len) == PROTO_OK);
+    CHECK(len == 4 + PROTO_CHUNK_MAX + 22);
+    m.u.deploy_chunk.data.len = PROTO_CHUNK_MAX + 1;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.deploy_chunk.data.len = 0;
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+
+    memset(&m, 0, sizeof m);
+    m.tag = PROTO_TAG_APP_STOP;
+    m.u.app_stop = (proto_app_stop){9, true};
+    CHECK(proto_encode(&m, 1024, buf, sizeof buf, &len) == PROTO_OK);
+    CHECK(proto_decode(buf + 4, len - 4, &out) == PROTO_OK && out.u.app_stop.remove && out.u.app_stop.app_id == 9);
+
+    memset(&m, 0, sizeof m);
+    m.tag = PROTO_TAG_APP_LOG;
+    m.u.app_log = (proto_app_log){1, 4, 0, {"", 0}};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* level 0..3 */
+    m.u.app_log.level = PROTO_LOG_ERROR;
+    CHECK(proto_validate(&m) == PROTO_OK);
+
+    memset(&m, 0, sizeof m);
+    m.tag = PROTO_TAG_MESSAGE;
+    m.u.message = (proto_app_topic){1, {"", 0}, {NULL, 0}};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS); /* topic 1..64 */
+    m.u.message.topic = (proto_text){"t", 1};
+    m.u.message.payload = (proto_blob){big, PROTO_PAYLOAD_MAX + 1};
+    CHECK(proto_validate(&m) == PROTO_ERR_BAD_FIELDS);
+    m.u.message.payload.len = PROTO_PAYLOAD_MAX;
+    CHECK(proto_encode(&m, 2048, buf, sizeof buf, &len) == PROTO_OK);
+    CHECK(proto_decode(buf + 4, len - 4, &out) == PROTO_OK && out.tag == PROTO_TAG_MESSAGE);
+    CHECK(out.u.message.payload.len == PROTO_PAYLOAD_MAX && out.u.message.payload.ptr == buf + len - PROTO_PAYLOAD_MAX);
+
+    CHECK(strcmp(proto_app_error_name(PROTO_APP_ERR_HASH_MISMATCH), "HASH_MISMATCH") == 0);
+    CHECK(strcmp(proto_app_error_name(PROTO_APP_ERR_BUSY), "BUSY") == 0);
+}
+
 int main(void)
 {
     test_encoder_sticky();
@@ -275,6 +354,7 @@ int main(void)
     test_reader();
     test_encode_limits();
     test_roundtrip_all();
+    test_app_messages();
     if (failures) {
         printf("%d of %d checks failed\n", failures, checks);
         return 1;

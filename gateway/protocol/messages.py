@@ -40,6 +40,19 @@ ERROR_TEXT_MAX = 128
 HEARTBEAT_MIN_MS = 1_000
 HEARTBEAT_MAX_MS = 3_600_000
 
+# App messages (tags 16..25, docs/protocol.md section 7.8 onwards).
+APP_NAME_MAX = 32
+SHA256_LEN = 32
+APP_CONFIG_MAX = 512
+CHUNK_MAX = 1536
+APP_TEXT_MAX = 128
+LOG_TEXT_MAX = 256
+TOPIC_MAX = 64
+PAYLOAD_MAX = 1024
+MEM_PAGES_MAX = 65_536
+TIME_BUDGET_MAX_MS = 60_000
+LOG_LEVEL_MAX = 3
+
 
 class Tag(IntEnum):
     """Message tags (first element of the message array)."""
@@ -51,7 +64,18 @@ class Tag(IntEnum):
     HEARTBEAT = 5
     HEARTBEAT_ACK = 6
     ERROR = 7
-    # 8..15 reserved (session messages), 16..47 reserved (app messages); later versions.
+    # 8..15 reserved (session messages).
+    DEPLOY_BEGIN = 16
+    DEPLOY_CHUNK = 17
+    DEPLOY_COMMIT = 18
+    DEPLOY_RESULT = 19
+    APP_START = 20
+    APP_STOP = 21
+    APP_STATUS = 22
+    APP_LOG = 23
+    PUBLISH = 24
+    MESSAGE = 25
+    # 26..47 reserved (app messages); later versions.
 
 
 class EnrollStatus(IntEnum):
@@ -68,6 +92,35 @@ class AppStateCode(IntEnum):
     STOPPED = 2
     RUNNING = 3
     FAILED = 4
+
+
+class AppError(IntEnum):
+    """Result codes of deploy_result (not protocol errors: the session goes on)."""
+
+    OK = 0
+    TOO_LARGE = 1
+    NO_MEMORY = 2
+    BAD_OFFSET = 3
+    HASH_MISMATCH = 4
+    LOAD_FAILED = 5
+    START_FAILED = 6
+    UNKNOWN_APP = 7
+    BUSY = 8
+
+
+class RestartPolicy(IntEnum):
+    """deploy_begin.restart: recorded by the device; the gateway enforces it with app_start."""
+
+    NEVER = 0
+    ON_FAILURE = 1
+    ALWAYS = 2
+
+
+class LogLevel(IntEnum):
+    DEBUG = 0
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
 
 
 # -- field checks -------------------------------------------------------------------------------
@@ -372,6 +425,277 @@ class ErrorMessage(Message):
         return cls(exc.code, raw.decode("utf-8", errors="ignore"))
 
 
+def _app_id(value: Any) -> int:
+    return _uint(value, "app_id", 1)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(f"{name}: expected boolean, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeployBegin(Message):
+    """Gateway → device: a module transfer starts (or restarts from 0 after a link drop)."""
+
+    TAG: ClassVar[int] = Tag.DEPLOY_BEGIN
+    NFIELDS: ClassVar[int] = 8
+    app_id: int
+    name: str
+    size: int
+    sha256: bytes
+    config: bytes = b""
+    mem_pages: int = 1
+    time_budget_ms: int = 1000
+    restart: int = RestartPolicy.NEVER
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _text(self.name, "name", 1, APP_NAME_MAX)
+        _uint(self.size, "size", 1)
+        _bytes(self.sha256, "sha256", SHA256_LEN, SHA256_LEN)
+        _bytes(self.config, "config", 0, APP_CONFIG_MAX)
+        _uint(self.mem_pages, "mem_pages", 0, MEM_PAGES_MAX)
+        _uint(self.time_budget_ms, "time_budget_ms", 1, TIME_BUDGET_MAX_MS)
+        _uint(self.restart, "restart", 0, max(RestartPolicy))
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.name, self.size, self.sha256, self.config, self.mem_pages, self.time_budget_ms,
+                self.restart]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployChunk(Message):
+    """Gateway → device: module bytes [offset, offset + len(data))."""
+
+    TAG: ClassVar[int] = Tag.DEPLOY_CHUNK
+    NFIELDS: ClassVar[int] = 3
+    app_id: int
+    offset: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _uint(self.offset, "offset")
+        _bytes(self.data, "data", 1, CHUNK_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.offset, self.data]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployCommit(Message):
+    """Gateway → device: all bytes sent; verify the hash, load and start the app."""
+
+    TAG: ClassVar[int] = Tag.DEPLOY_COMMIT
+    NFIELDS: ClassVar[int] = 1
+    app_id: int
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult(Message):
+    """Device → gateway, reply to each deploy_begin/chunk/commit: code and contiguous bytes held."""
+
+    TAG: ClassVar[int] = Tag.DEPLOY_RESULT
+    NFIELDS: ClassVar[int] = 4
+    app_id: int
+    code: int
+    next_offset: int
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _uint(self.code, "code")
+        _uint(self.next_offset, "next_offset")
+        _text(self.text, "text", 0, APP_TEXT_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.code, self.next_offset, self.text]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class AppStart(Message):
+    """Gateway → device: start a stopped or failed app (reply: app_status)."""
+
+    TAG: ClassVar[int] = Tag.APP_START
+    NFIELDS: ClassVar[int] = 1
+    app_id: int
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class AppStop(Message):
+    """Gateway → device: stop an app; ``remove`` also frees its module (reply: app_status)."""
+
+    TAG: ClassVar[int] = Tag.APP_STOP
+    NFIELDS: ClassVar[int] = 2
+    app_id: int
+    remove: bool = False
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _bool(self.remove, "remove")
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.remove]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class AppMetrics:
+    """``[calls, traps, mem_pages, max_call_ms]`` of an app_status."""
+
+    calls: int = 0
+    traps: int = 0
+    mem_pages: int = 0
+    max_call_ms: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("calls", "traps", "mem_pages", "max_call_ms"):
+            _uint(getattr(self, name), f"metrics.{name}")
+
+    def to_item(self) -> list[int]:
+        return [self.calls, self.traps, self.mem_pages, self.max_call_ms]
+
+    @classmethod
+    def from_item(cls, item: Any) -> AppMetrics:
+        return cls(*_array(item, "metrics", 4, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class AppStatus(Message):
+    """Device → gateway: an app's state; a reply to app_start/app_stop, and unsolicited on every change."""
+
+    TAG: ClassVar[int] = Tag.APP_STATUS
+    NFIELDS: ClassVar[int] = 5
+    app_id: int
+    state: int
+    error: str = ""
+    restarts: int = 0
+    metrics: AppMetrics = field(default_factory=AppMetrics)
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _uint(self.state, "state", 0, 255)
+        _text(self.error, "error", 0, APP_TEXT_MAX)
+        _uint(self.restarts, "restarts")
+        if not isinstance(self.metrics, AppMetrics):
+            raise _bad("metrics: expected AppMetrics")
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.state, self.error, self.restarts, self.metrics.to_item()]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(f[0], f[1], f[2], f[3], AppMetrics.from_item(f[4]))
+
+
+@dataclass(frozen=True, slots=True)
+class AppLog(Message):
+    """Device → gateway: one log line of an app (its ``log`` host call)."""
+
+    TAG: ClassVar[int] = Tag.APP_LOG
+    NFIELDS: ClassVar[int] = 4
+    app_id: int
+    level: int
+    uptime_ms: int
+    text: str
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _uint(self.level, "level", 0, LOG_LEVEL_MAX)
+        _uint(self.uptime_ms, "uptime_ms", 0, U64_MAX)
+        _text(self.text, "text", 0, LOG_TEXT_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.level, self.uptime_ms, self.text]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class Publish(Message):
+    """Device → gateway: an app published ``payload`` on ``topic``."""
+
+    TAG: ClassVar[int] = Tag.PUBLISH
+    NFIELDS: ClassVar[int] = 3
+    app_id: int
+    topic: str
+    payload: bytes = b""
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _text(self.topic, "topic", 1, TOPIC_MAX)
+        _bytes(self.payload, "payload", 0, PAYLOAD_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.topic, self.payload]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
+@dataclass(frozen=True, slots=True)
+class AppMessage(Message):
+    """Gateway → device: deliver ``payload`` on ``topic`` to an app's on_message (tag ``message``)."""
+
+    TAG: ClassVar[int] = Tag.MESSAGE
+    NFIELDS: ClassVar[int] = 3
+    app_id: int
+    topic: str
+    payload: bytes = b""
+
+    def __post_init__(self) -> None:
+        _app_id(self.app_id)
+        _text(self.topic, "topic", 1, TOPIC_MAX)
+        _bytes(self.payload, "payload", 0, PAYLOAD_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.app_id, self.topic, self.payload]
+
+    @classmethod
+    def from_fields(cls, f: list[Any]) -> Self:
+        return cls(*f)
+
+
 def agree_frame_size(device_max: int, gateway_max: int) -> int:
     """The max_frame_size a hello_ack carries: min(device, gateway), never below MIN_FRAME_SIZE."""
     if gateway_max < MIN_FRAME_SIZE:
@@ -380,11 +704,24 @@ def agree_frame_size(device_max: int, gateway_max: int) -> int:
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TAG: cls for cls in (Hello, HelloAck, EnrollRequest, EnrollResult, Heartbeat, HeartbeatAck, ErrorMessage)
+    cls.TAG: cls
+    for cls in (Hello, HelloAck, EnrollRequest, EnrollResult, Heartbeat, HeartbeatAck, ErrorMessage, DeployBegin,
+                DeployChunk, DeployCommit, DeployResult, AppStart, AppStop, AppStatus, AppLog, Publish, AppMessage)
 }
 
-RESERVED_TAGS = range(8, 48)
-"""Tags reserved for later versions (8..15 session, 16..47 apps); rejected as UNKNOWN_MESSAGE today."""
+RESERVED_TAGS = (*range(8, 16), *range(26, 48))
+"""Tags reserved for later versions (8..15 session, 26..47 apps); rejected as UNKNOWN_MESSAGE today."""
+
+GATEWAY_TO_DEVICE = frozenset({Tag.HELLO_ACK, Tag.ENROLL_RESULT, Tag.HEARTBEAT_ACK, Tag.ERROR, Tag.DEPLOY_BEGIN,
+                               Tag.DEPLOY_CHUNK, Tag.DEPLOY_COMMIT, Tag.APP_START, Tag.APP_STOP, Tag.MESSAGE})
+DEVICE_TO_GATEWAY = frozenset({Tag.HELLO, Tag.ENROLL_REQUEST, Tag.HEARTBEAT, Tag.ERROR, Tag.DEPLOY_RESULT,
+                               Tag.APP_STATUS, Tag.APP_LOG, Tag.PUBLISH})
+
+
+def chunk_capacity(max_frame_size: int) -> int:
+    """Largest deploy_chunk data that fits a frame body of ``max_frame_size`` (worst-case 32-bit fields)."""
+    # [1, id, [17, app_id, offset, bytes]]: 1 + 1 + 5 + 1 + 1 + 5 + 5 + 3 (bytes header for > 255) = 22 bytes.
+    return max(0, min(CHUNK_MAX, max_frame_size - 22))
 
 
 def parse_message(item: Any) -> Message:
