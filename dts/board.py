@@ -150,6 +150,8 @@ class Board:
     #: enrollment token) via QEMU's loader; carved off the top of ``sram``. None on boards
     #: whose profile has no TLS link.
     boot_params: MemoryRegion | None = None
+    #: ``/chosen wasmbed,stack``: a memory region of its own for the main stack (else top of sram).
+    stack_region: MemoryRegion | None = None
     #: ``/chosen wasmbed,app-i2c-buses``: the I2C buses WASM apps may use; app bus N is entry N.
     app_i2c_buses: tuple[Peripheral, ...] = ()
     #: ``/chosen wasmbed,temperature``: the sensor behind the apps' temperature host call.
@@ -512,6 +514,12 @@ class _Loader:
                 raise self.err("/emulation", "i2c-buses and i2c-bus-names differ in length")
             bus_names = dict(zip(buses, names, strict=True))
 
+        stack_region = None
+        if "wasmbed,stack" in chosen.props:
+            st_node = self.chosen(chosen, "wasmbed,stack")
+            if st_node not in memory_nodes or st_node is sram_node:
+                raise self.err(st_node.path, "wasmbed,stack must point at a memory node other than wasmbed,sram")
+            stack_region = self.memory(st_node)
         app_buses: list[Peripheral] = []
         if "wasmbed,app-i2c-buses" in chosen.props:
             try:
@@ -554,6 +562,7 @@ class _Loader:
             qemu_default_i2c_bus=default_bus,
             qemu_i2c_bus_names=bus_names,
             boot_params=boot_params,
+            stack_region=stack_region,
             app_i2c_buses=tuple(app_buses),
             temperature_sensor=temperature,
         )

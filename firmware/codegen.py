@@ -164,21 +164,28 @@ def generate(board: Board, version_note: str = "") -> Generated:
         header.append(f"#define {macro} {int(cap.name in prof.enabled)}")
     header += ["", "#endif", ""]
 
-    stack = profile.stack_size(board.sram.size)
-    memory_ld = "\n".join(
-        [
-            f"/* Generated from {board.path.name} by wasmbed.firmware.codegen. Do not edit: edit the DTS. */",
-            "MEMORY",
-            "{",
-            f"    FLASH (rx)  : ORIGIN = 0x{board.flash.base:08X}, LENGTH = 0x{board.flash.size:08X}"
-            f"  /* {board.flash.label} */",
-            f"    RAM   (rwx) : ORIGIN = 0x{board.sram.base:08X}, LENGTH = 0x{ram_size:08X}"
-            f"  /* {board.sram.label}" + (f", less {bp.label} at its top" if bp is not None else "") + " */",
-            "}",
-            f"WB_STACK_SIZE = 0x{stack:X};",
-            "",
-        ]
-    )
+    st = board.stack_region
+    stack = profile.stack_size(board.sram.size, st.size if st is not None else None)
+    memory = [
+        f"/* Generated from {board.path.name} by wasmbed.firmware.codegen. Do not edit: edit the DTS. */",
+        "MEMORY",
+        "{",
+        f"    FLASH (rx)  : ORIGIN = 0x{board.flash.base:08X}, LENGTH = 0x{board.flash.size:08X}"
+        f"  /* {board.flash.label} */",
+        f"    RAM   (rwx) : ORIGIN = 0x{board.sram.base:08X}, LENGTH = 0x{ram_size:08X}"
+        f"  /* {board.sram.label}" + (f", less {bp.label} at its top" if bp is not None else "") + " */",
+    ]
+    if st is not None:
+        memory.append(f"    STACK (rw)  : ORIGIN = 0x{st.base:08X}, LENGTH = 0x{st.size:08X}  /* {st.label} */")
+    memory += [
+        "}",
+        f"WB_STACK_SIZE = 0x{stack:X};",
+        # The heap runs up to the stack when they share RAM, else to the end of RAM.
+        f"WB_STACK_IN_RAM = 0x{0 if st is not None else stack:X};",
+        f'REGION_ALIAS("STACKRAM", {"STACK" if st is not None else "RAM"});',
+        "",
+    ]
+    memory_ld = "\n".join(memory)
     board_mk = "\n".join(
         [
             f"# Generated from {board.path.name} by wasmbed.firmware.codegen. Do not edit: edit the DTS.",

@@ -72,6 +72,9 @@ def select(ram: int, flash: int, source: str) -> Profile:
     return Profile(name, tuple(enabled), tuple(lacking))
 
 
-def stack_size(ram: int) -> int:
-    """Main stack: a quarter of RAM on small boards, capped at 16 KiB (the heap gets the rest)."""
+def stack_size(ram: int, own_region: int | None = None) -> int:
+    """Main stack: a quarter of RAM on small boards, capped at 16 KiB (the heap gets the rest); in a
+    region of its own (DTS /chosen wasmbed,stack), half that region, capped at 32 KiB."""
+    if own_region is not None:
+        return min(32 * KiB, own_region // 2) // 8 * 8
     return min(16 * KiB, max(1 * KiB, ram // 4)) // 8 * 8

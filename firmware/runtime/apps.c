@@ -112,6 +112,7 @@ static int call(wb_app *a, IM3Function f, uint32_t argc, const void **argv, int3
         fail(a, WB_BUDGET_TRAP, "");
         return -1;
     }
+    m3_ResetErrorInfo(a->rt); /* lookups of optional exports leave stale messages behind */
     wb_budget_arm(a->budget_ms);
     M3Result r = m3_Call(f, argc, argv);
     wb_budget_disarm();
