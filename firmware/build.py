@@ -26,6 +26,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fault-undefined": {"FAULT_TEST": "undefined"},
     "fault-bus": {"FAULT_TEST": "bus"},
     "fault-divide": {"FAULT_TEST": "divide"},
+    # Computes fib(25) natively after the banner (bench/compute.py compares it with WASM).
+    "bench-fib": {"BENCH_FIB": "25"},
 }
 
 

@@ -18,6 +18,25 @@
 extern char __vector_table, __data_start, __data_end, __data_load;
 size_t wb_heap_size(void);
 
+#ifdef WB_BENCH_FIB
+/* The compute benchmark's native side: the same recursion as apps/c/fib.c, so the two can be
+ * compared on one board (run under QEMU -icount for instruction-accurate time). */
+__attribute__((noinline)) static uint32_t fib(uint32_t n)
+{
+    return n < 2u ? n : fib(n - 1u) + fib(n - 2u);
+}
+
+static void bench_fib(void)
+{
+    volatile uint32_t n = WB_BENCH_FIB;
+    uint64_t t0 = wb_uptime_us();
+    uint32_t r = fib(n);
+    uint64_t t1 = wb_uptime_us();
+    wb_printf("bench: native fib(%lu) = %lu in %lu us\n", (unsigned long)n, (unsigned long)r,
+              (unsigned long)(t1 - t0));
+}
+#endif
+
 #ifdef WB_FAULT_TEST
 void wb_fault_test_undefined_instruction(void);
 uint32_t wb_fault_test_bus_error(void);
@@ -92,6 +111,9 @@ int main(void)
     wb_watchdog_start(WB_WATCHDOG_TIMEOUT_MS);
 #endif
 
+#ifdef WB_BENCH_FIB
+    bench_fib();
+#endif
 #ifdef WB_FAULT_TEST
     wb_printf("fault-test: triggering %s\n", WB_FAULT_TEST);
     wb_delay_ms(1);

@@ -49,6 +49,18 @@ uint64_t wb_uptime_ms(void)
     return a;
 }
 
+uint64_t wb_uptime_us(void)
+{
+    const uint32_t per_ms = WB_CPU_CLOCK_HZ / 1000u;
+    uint64_t ms;
+    uint32_t cvr;
+    do { /* sample the ms count and the down-counter consistently (no tick in between) */
+        ms = wb_uptime_ms();
+        cvr = SYST_CVR;
+    } while (ms != wb_uptime_ms());
+    return ms * 1000u + (uint64_t)(per_ms - 1u - cvr) * 1000u / per_ms;
+}
+
 void wb_delay_ms(uint32_t ms)
 {
     uint64_t until = wb_uptime_ms() + ms;

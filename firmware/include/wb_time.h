@@ -6,6 +6,8 @@
 
 void wb_time_init(void);
 uint64_t wb_uptime_ms(void);
+/* Microseconds, from the SysTick down-counter between ticks (for benchmarks). */
+uint64_t wb_uptime_us(void);
 void wb_delay_ms(uint32_t ms);
 
 #endif
