@@ -181,7 +181,7 @@ static wb_app_code load_and_start(wb_app *a, char *err, size_t errlen)
     a->f_stop = optional(a, "app_stop");
     a->f_timer = optional(a, "on_timer");
     a->f_message = optional(a, "on_message");
-    a->f_msgbuf = optional(a, "message_buffer");
+    a->f_msgbuf = optional(a, "msg_buffer");
     int32_t rc = 0;
     if (call(a, a->f_start, 0, 0, &rc) != 0) {
         wb_snprintf(err, errlen, "%s", a->error);
@@ -409,13 +409,13 @@ void wb_apps_message(uint32_t app_id, const char *topic, size_t topic_len, const
     if (a == 0 || a->state != WB_APP_RUNNING || a->f_message == 0 || a->f_msgbuf == 0) {
         return;
     }
-    /* The app says where messages go (its message_buffer() export), then gets on_message. */
+    /* The app says where messages go (its msg_buffer() export), then gets on_message. */
     int32_t buf = 0;
     if (call(a, a->f_msgbuf, 0, 0, &buf) != 0) {
         return;
     }
     if (wb_host_copy_message(a, buf, topic, topic_len, data, len) != 0) {
-        fail(a, "message_buffer() returned an area outside linear memory", "");
+        fail(a, "msg_buffer() returned an area outside linear memory", "");
         return;
     }
     uint32_t topic_ptr = (uint32_t)buf, data_ptr = (uint32_t)buf + WB_MESSAGE_TOPIC_MAX;

@@ -60,7 +60,7 @@ extern wb_app *wb_current_app;
 
 /* Link every host function the module imports; imports we do not provide fail the load. */
 M3Result wb_host_link(IM3Module mod);
-/* Copy a message into the app's memory at buf (what its message_buffer() export returned): the topic
+/* Copy a message into the app's memory at buf (what its msg_buffer() export returned): the topic
  * at buf, the payload at buf + WB_MESSAGE_TOPIC_MAX. 0, or -1 if that area is out of bounds. */
 int wb_host_copy_message(wb_app *a, int32_t buf, const char *topic, size_t topic_len, const uint8_t *data,
                          size_t len);
