@@ -682,11 +682,8 @@ int wb_link_init(void)
     }
     L.heartbeat_ms = 5000;
 #if WB_CAP_WASM_RUNTIME
-    if (wb_apps_init(&app_sink) != 0) {
-        wb_printf("apps: off (no memory for the wasm3 environment)\n");
-    } else {
-        wb_printf("apps: wasm3 runtime ready, modules up to %lu bytes\n", (unsigned long)wb_apps_max_module_size());
-    }
+    wb_apps_init(&app_sink);
+    wb_printf("apps: wasm3 runtime ready, modules up to %lu bytes\n", (unsigned long)wb_apps_max_module_size());
 #endif
     set_state(LINK_IDLE, wb_uptime_ms(), 0);
     return 0;

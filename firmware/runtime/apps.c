@@ -19,7 +19,6 @@
 size_t wb_heap_unclaimed(void);
 
 static wb_app apps[WB_APPS_MAX];
-static IM3Environment env;
 static const wb_app_sink *sink;
 wb_app *wb_current_app;
 
@@ -73,8 +72,12 @@ static void unload(wb_app *a)
     } else if (a->mod != 0) {
         m3_FreeModule(a->mod);
     }
+    if (a->env != 0) {
+        m3_FreeEnvironment(a->env); /* its type cache and recycled code pages go too */
+    }
     a->rt = 0;
     a->mod = 0;
+    a->env = 0;
     a->f_start = a->f_stop = a->f_timer = a->f_message = a->f_msgbuf = 0;
     memset(a->timers, 0, sizeof a->timers);
 }
@@ -149,14 +152,18 @@ static IM3Function optional(wb_app *a, const char *name)
 /* Parse, link and start a received module. */
 static wb_app_code load_and_start(wb_app *a, char *err, size_t errlen)
 {
-    IM3Runtime rt = m3_NewRuntime(env, WASM_STACK_BYTES, a);
+    /* One environment per app as well: wasm3 caches function types and recycles code pages in the
+     * environment, so a shared one would keep memory after the last app is gone. */
+    a->env = m3_NewEnvironment();
+    IM3Runtime rt = a->env != 0 ? m3_NewRuntime(a->env, WASM_STACK_BYTES, a) : 0;
     if (rt == 0) {
+        unload(a);
         wb_snprintf(err, errlen, "no memory for a runtime (%u bytes free)", (unsigned)wb_heap_unclaimed());
         return WB_APP_NO_MEMORY;
     }
     rt->memoryLimit = a->mem_pages * 65536u; /* memory.grow beyond this fails in the app */
     IM3Module mod = 0;
-    M3Result r = m3_ParseModule(env, &mod, a->module, a->size);
+    M3Result r = m3_ParseModule(a->env, &mod, a->module, a->size);
     if (r == m3Err_none) {
         r = m3_LoadModule(rt, mod);
         if (r != m3Err_none) {
@@ -214,8 +221,7 @@ const wb_app_sink *wb_apps_sink(void)
 int wb_apps_init(const wb_app_sink *s)
 {
     sink = s;
-    env = m3_NewEnvironment();
-    return env != 0 ? 0 : -1;
+    return 0;
 }
 
 uint32_t wb_apps_max_module_size(void)

@@ -49,6 +49,7 @@ typedef struct wb_app {
     uint32_t calls;
     uint32_t traps;
     uint32_t max_call_ms;
+    IM3Environment env;
     IM3Runtime rt;
     IM3Module mod;
     IM3Function f_start, f_stop, f_timer, f_message, f_msgbuf;
