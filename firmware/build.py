@@ -28,6 +28,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fault-divide": {"FAULT_TEST": "divide"},
     # Computes fib(25) natively after the banner (bench/compute.py compares it with WASM).
     "bench-fib": {"BENCH_FIB": "25"},
+    # Drains the link UART and reports byte counts: the raw bridge throughput for bench/apps.py.
+    "bench-uart-sink": {"BENCH_UART_SINK": "1"},
 }
 
 

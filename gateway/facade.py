@@ -17,36 +17,59 @@ The lab (``GatewayConfig.lab``): emulated boards run by this process (lab.py + s
 started after the device listener (boards can connect as soon as they boot) and stopped before it.
 Board operations: add/remove are admin; start/stop/reset/power-cycle and setting sensors are
 operator; reading LEDs, sensors and consoles needs no caller.
+
+Apps (apps.py, reconciler.py, validate.py): adding modules to the catalog, deploying, stopping, starting,
+updating, undeploying and messaging apps are operator. Every module and deployment is validated
+(:class:`ValidationError`, naming the import/export/number) before anything is stored or sent; the
+reconciler then drives the devices toward the Application resources.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import cbor2
 
 from wasmbed import paths
 
 from . import pki as pki_mod
+from .apps import MODULES_DIR, Catalog, ModuleStore
 from .enrollment import DEFAULT_TOKEN_TTL, TokenRegistry
 from .events import EventLevel, EventLog, EventSubscription, GatewayEvent
 from .lab import Lab
-from .link import DeviceLink, LinkConfig
+from .link import AppLinkError, DeviceLink, LinkConfig
 from .model import (
+    AppDevicePhase,
+    Application,
+    ApplicationSpec,
+    AppLimits,
+    AppModule,
+    AppPhase,
+    AppTargets,
     Board,
+    DesiredState,
     Device,
     DevicePhase,
     GatewayPhase,
     GatewaySpec,
     InvalidTransition,
+    ModelError,
     ObjectMeta,
     Resource,
+    RestartPolicy,
 )
 from .model import Gateway as GatewayResource
-from .store import Store, Watch
+from .protocol import APP_CONFIG_MAX, PAYLOAD_MAX, TOPIC_MAX
+from .reconciler import Reconciler, targets_of
+from .store import EventType, Store, Watch
 from .supervisor import BoardProcess, ConsoleLine, Subscription, Supervisor
+from .validate import ModuleInfo, ValidationError, check_fits, check_limits, validate_module
 
 STORE_FILE = "gateway.sqlite3"
 PKI_DIR = "pki"
@@ -113,6 +136,8 @@ class Gateway:
         self._pki: pki_mod.GatewayPKI | None = None
         self._link: DeviceLink | None = None
         self._tokens: TokenRegistry | None = None
+        self._catalog: Catalog | None = None
+        self._reconciler: Reconciler | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -128,6 +153,9 @@ class Gateway:
                                                   enrollment_timeout_s=cfg.enrollment_timeout_s,
                                                   hello_timeout_s=cfg.hello_timeout_s,
                                                   status_write_interval_s=cfg.status_write_interval_s))
+        self._catalog = Catalog(store, ModuleStore(data / MODULES_DIR))
+        self._reconciler = Reconciler(store, self._link, self._catalog, self.events)
+        await self._reconciler.start()
         await self._link.start()
         self._write_gateway_resource(GatewayPhase.RUNNING)
         self.events.emit("gateway.started", f"gateway {cfg.name} listening for devices on {cfg.host}:"
@@ -142,6 +170,9 @@ class Gateway:
         if self._lab is not None:
             await self._lab.stop()
             self._lab = None
+        if self._reconciler is not None:
+            await self._reconciler.stop()
+            self._reconciler = None
         if self._link is not None:
             await self._link.stop()
             self._link = None
@@ -413,6 +444,179 @@ class Gateway:
         return await self.lab.supervisor.read_leds(name)
 
 
+    # -- apps ------------------------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise GatewayError("gateway not started")
+        return self._catalog
+
+    def apps(self) -> list[AppModule]:
+        """The catalog: one entry per app name (its current module and version)."""
+        return self.catalog.list()
+
+    def app(self, name: str) -> AppModule | None:
+        return self.catalog.get(name)
+
+    def applications(self) -> list[Application]:
+        """Deployments (desired state + per-device status)."""
+        return self.store.list(Application)
+
+    def application(self, name: str) -> Application | None:
+        return self.store.get(Application, name)
+
+    async def add_app(self, caller: Caller, source: bytes | str | Path, name: str | None = None,
+                      version: str | None = None) -> AppModule:
+        """Operator: validate a module (``.wasm``/``.wat`` path, WASM bytes or WAT text) and add it to the catalog."""
+        self._require(caller, Role.OPERATOR, "add apps")
+        entry, info = self.catalog.add(source, name=name, version=version, added_by=caller.user)
+        self.events.emit("app.added", f"{caller.user} added app {entry.name} {entry.spec.version} ({info.size} "
+                         f"bytes, sha256 {info.sha256[:12]})", user=caller.user, app=entry.name)
+        return entry
+
+    def _require_app(self, name: str) -> Application:
+        app = self.store.get(Application, name)
+        if app is None:
+            raise GatewayError(f"app {name!r} is not deployed")
+        return app
+
+    def _check_targets(self, info: ModuleInfo, targets: AppTargets, limits: AppLimits,
+                       config: Mapping[str, str]) -> None:
+        """Every check a deployment must pass before the Application is stored (docs/abi.md section 6)."""
+        check_limits(info, limits.memory_pages, limits.time_budget_ms)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.items()):
+            raise ValidationError("config: keys and values must be text")
+        encoded = len(cbor2.dumps(dict(config)))
+        if encoded > APP_CONFIG_MAX:
+            raise ValidationError(f"config: {encoded} bytes encoded, the protocol allows {APP_CONFIG_MAX}")
+        for name in targets.devices:
+            if self.store.get(Device, name) is None:
+                raise GatewayError(f"no device {name!r}")
+        probe = Application(metadata=ObjectMeta(name="probe"), spec=ApplicationSpec(
+            name="probe", module_sha256=info.sha256, version="probe", targets=targets))
+        for name in sorted(targets_of(self.store, probe)):
+            dev = self.store.get(Device, name)
+            if dev is not None and dev.spec.board:
+                try:
+                    check_fits(info, dev.spec.board)
+                except ValidationError as exc:
+                    raise ValidationError(f"target device {name}: {exc}") from None
+
+    async def deploy(self, caller: Caller, app_name: str, targets: list[str] | Mapping[str, str] | AppTargets,
+                     *, config: Mapping[str, str] | None = None, limits: AppLimits | None = None,
+                     restart_policy: RestartPolicy | str = RestartPolicy.NEVER) -> Application:
+        """Operator: run catalog app ``app_name`` on devices (names, a label selector, or AppTargets)."""
+        self._require(caller, Role.OPERATOR, f"deploy app {app_name}")
+        entry = self.catalog.get(app_name)
+        if entry is None:
+            raise GatewayError(f"no app {app_name!r} in the catalog")
+        if self.store.get(Application, app_name) is not None:
+            raise GatewayError(f"app {app_name!r} is already deployed: update_app, stop_app or undeploy it")
+        try:
+            if isinstance(targets, AppTargets):
+                tgt = targets
+            elif isinstance(targets, Mapping):
+                tgt = AppTargets(selector=dict(targets))
+            else:
+                tgt = AppTargets(devices=list(targets))
+            lim = limits or AppLimits()
+            policy = RestartPolicy(restart_policy)
+        except (ModelError, ValueError) as exc:
+            raise ValidationError(str(exc)) from None
+        info = validate_module(self.catalog.module(entry.spec.module_sha256))
+        self._check_targets(info, tgt, lim, config or {})
+        app = self.store.create(Application(metadata=ObjectMeta(name=app_name), spec=ApplicationSpec(
+            name=app_name, module_sha256=info.sha256, version=entry.spec.version, targets=tgt,
+            config=dict(config or {}), limits=lim, restart_policy=policy)))
+        self.events.emit("app.deployed", f"{caller.user} deployed {app_name} {entry.spec.version}", user=caller.user,
+                         app=app_name)
+        return app
+
+    def _set_desired(self, name: str, desired: DesiredState, phase: AppPhase) -> Application:
+        def apply(a: Application) -> None:
+            a.spec.desired_state = desired
+            a.status.phase = phase
+
+        self._require_app(name)
+        return self.store.mutate(Application, name, apply)[0]
+
+    async def stop_app(self, caller: Caller, app: str) -> Application:
+        """Operator: stop the app on every device (it stays deployed; start_app resumes it)."""
+        self._require(caller, Role.OPERATOR, f"stop app {app}")
+        res = self._set_desired(app, DesiredState.STOPPED, AppPhase.STOPPING)
+        self.events.emit("app.stopping", f"{caller.user} stopped {app}", user=caller.user, app=app)
+        return res
+
+    async def start_app(self, caller: Caller, app: str) -> Application:
+        """Operator: run a stopped app again."""
+        self._require(caller, Role.OPERATOR, f"start app {app}")
+        res = self._set_desired(app, DesiredState.RUNNING, AppPhase.DEPLOYING)
+        self.events.emit("app.starting", f"{caller.user} started {app}", user=caller.user, app=app)
+        return res
+
+    async def undeploy(self, caller: Caller, app: str, *, wait_s: float | None = 10.0) -> bool:
+        """Operator: remove the app from every device, then delete the Application.
+
+        Waits up to ``wait_s`` for that (None: do not wait); True when the Application is gone.
+        """
+        self._require(caller, Role.OPERATOR, f"undeploy app {app}")
+        with self.store.watch(Application) as watch:
+            self._set_desired(app, DesiredState.DELETED, AppPhase.DELETING)
+            assert self._reconciler is not None
+            self._reconciler.trigger_app(app)
+            self.events.emit("app.undeploying", f"{caller.user} undeployed {app}", user=caller.user, app=app)
+            if wait_s is None:
+                return self.store.get(Application, app) is None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    if self.store.get(Application, app) is None:
+                        return True
+                    async for ev in watch:
+                        if ev.type is EventType.DELETED and ev.object is not None and ev.object.name == app:
+                            return True
+        return self.store.get(Application, app) is None
+
+    async def update_app(self, caller: Caller, app: str, source: bytes | str | Path,
+                         version: str | None = None) -> Application:
+        """Operator: a new module for a deployed app; devices stop and remove the old one, then run the new one."""
+        self._require(caller, Role.OPERATOR, f"update app {app}")
+        current = self._require_app(app)
+        info = validate_module(source)
+        self._check_targets(info, current.spec.targets, current.spec.limits, current.spec.config)
+        entry, _ = self.catalog.add(info.wasm, name=current.spec.name, version=version, added_by=caller.user)
+
+        def apply(a: Application) -> None:
+            a.spec.module_sha256 = entry.spec.module_sha256
+            a.spec.version = entry.spec.version
+            a.spec.desired_state = DesiredState.RUNNING
+            a.status.phase = AppPhase.DEPLOYING
+            for e in a.status.devices:  # every instance is about to be replaced
+                if e.module_sha256 != entry.spec.module_sha256:
+                    e.phase = AppDevicePhase.DEPLOYING
+
+        res = self.store.mutate(Application, app, apply)[0]
+        self.events.emit("app.updated", f"{caller.user} updated {app} to {entry.spec.version}", user=caller.user,
+                         app=app)
+        return res
+
+    async def send_message(self, caller: Caller, app: str, device: str, topic: str, payload: bytes) -> None:
+        """Operator: deliver ``payload`` on ``topic`` to the app's on_message on one device."""
+        self._require(caller, Role.OPERATOR, f"send messages to app {app}")
+        entry = self._require_app(app).status.entry(device)
+        if entry is None or entry.app_id is None:
+            raise GatewayError(f"app {app!r} has no instance on device {device!r}")
+        if not 1 <= len(topic.encode()) <= TOPIC_MAX or len(payload) > PAYLOAD_MAX:
+            raise ValidationError(f"topic must be 1..{TOPIC_MAX} bytes and payload at most {PAYLOAD_MAX} bytes")
+        session = self.link.online.get(device)
+        if session is None:
+            raise GatewayError(f"device {device!r} is not connected")
+        try:
+            await session.send_message(entry.app_id, topic, bytes(payload))
+        except AppLinkError as exc:
+            raise GatewayError(str(exc)) from None
+
+
 def _looks_like_name(text: str) -> bool:
     return ":" not in text
 
@@ -425,5 +629,6 @@ __all__ = [
     "GatewayError",
     "PermissionDenied",
     "Role",
+    "ValidationError",
 ]
 

@@ -30,9 +30,10 @@ import re
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from . import pki as pki_mod
 from .enrollment import (
@@ -59,7 +60,17 @@ from .protocol import (
     INITIAL_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     REASON_MAX,
+    AppError,
+    AppLog,
+    AppMessage,
+    AppStart,
     AppStateCode,
+    AppStatus,
+    AppStop,
+    DeployBegin,
+    DeployChunk,
+    DeployCommit,
+    DeployResult,
     EnrollRequest,
     EnrollResult,
     EnrollStatus,
@@ -71,8 +82,11 @@ from .protocol import (
     HeartbeatAck,
     Hello,
     HelloAck,
+    Message,
     ProtocolError,
+    Publish,
     agree_frame_size,
+    chunk_capacity,
     encode_frame,
 )
 from .store import NotFound, Store
@@ -106,6 +120,27 @@ class LinkConfig:
 
 class SessionEnd(Exception):
     """A normal end decided by us or the peer (not a protocol violation): just log the reason."""
+
+
+class AppLinkError(Exception):
+    """An app request could not complete: the session ended or the device did not answer in time."""
+
+
+#: Unacknowledged deploy_chunk frames in flight (docs/protocol.md section 6.3).
+CHUNK_WINDOW = 4
+REQUEST_TIMEOUT_S = 10.0
+_LOG_LEVELS = {0: EventLevel.INFO, 1: EventLevel.INFO, 2: EventLevel.WARNING, 3: EventLevel.ERROR}
+_LOG_LEVEL_NAMES = {0: "debug", 1: "info", 2: "warning", 3: "error"}
+
+
+class AppHandler(Protocol):
+    """What the link tells the app reconciler (all called synchronously from the session's task)."""
+
+    def session_up(self, device: str, session: DeviceSession) -> None: ...
+    def session_down(self, device: str, session: DeviceSession) -> None: ...
+    def heartbeat(self, device: str, session: DeviceSession, first: bool) -> None: ...
+    def app_status(self, device: str, session: DeviceSession, status: AppStatus) -> None: ...
+    def app_name(self, device: str, app_id: int) -> str | None: ...
 
 
 class TlsStream:
@@ -200,6 +235,7 @@ class DeviceLink:
         self._tasks: set[asyncio.Task[None]] = set()
         self.online: dict[str, DeviceSession] = {}  # device name -> its operational session
         self.sessions: set[DeviceSession] = set()
+        self.app_handler: AppHandler | None = None  # the reconciler, when apps are managed
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -300,6 +336,12 @@ class DeviceSession:
         self._last_write = 0.0
         self._announced_pending = False
         self.heartbeats = 0
+        self._write_lock = asyncio.Lock()
+        self._next_id = 0
+        self._pending: dict[int, tuple[type[Message], int, asyncio.Future[Message]]] = {}
+        self.device_apps: dict[int, int] = {}  # app_id -> state code, as the device last reported
+        self.first_heartbeat = asyncio.Event()
+        self.closed = False
 
     @property
     def label(self) -> str:
@@ -377,7 +419,9 @@ class DeviceSession:
                 await self._dispatch(Envelope.from_cbor(body))
 
     async def _send(self, env: Envelope) -> None:
-        await self.tls.write(encode_frame(env, self.max_frame))
+        frame = encode_frame(env, self.max_frame)
+        async with self._write_lock:  # requests come from reconciler tasks too
+            await self.tls.write(frame)
 
     async def _send_error(self, exc: ProtocolError) -> None:
         with contextlib.suppress(Exception):
@@ -395,6 +439,8 @@ class DeviceSession:
             await self._on_hello(env, msg)
         elif isinstance(msg, Heartbeat) and self._online:
             await self._on_heartbeat(env, msg)
+        elif isinstance(msg, DeployResult | AppStatus | AppLog | Publish) and self._online:
+            self._on_app_message(env, msg)
         elif isinstance(msg, EnrollRequest) and self.identity is None:
             await self._on_enroll(env, msg)
         else:
@@ -456,6 +502,8 @@ class DeviceSession:
                               logger=_LOG, peer=self.peer, firmware=hello.firmware_version)
         self._last_hb = self._last_write = self._loop.time()
         self._arm_timer(self._timeout())
+        if self.link.app_handler is not None:
+            self.link.app_handler.session_up(name, self)
 
     # -- heartbeats and reachability -----------------------------------------------------------------
 
@@ -499,6 +547,9 @@ class DeviceSession:
         self._last_hb = now_loop
         recovered = self._unreachable
         apps = {str(a.app_id): _APP_STATE_NAMES.get(a.state, "Unknown") for a in hb.apps} or None
+        self.device_apps = {a.app_id: a.state for a in hb.apps}
+        first = not self.first_heartbeat.is_set()
+        self.first_heartbeat.set()
         interval = self.link.config.status_write_interval_s
         if recovered or interval <= 0 or now_loop - self._last_write >= interval:
             self._last_write = now_loop
@@ -525,6 +576,130 @@ class DeviceSession:
                     self.link.events.emit("device.reachable", f"device {name} reachable again", device=name,
                                           logger=_LOG)
         await self._send(Envelope(env.message_id, HeartbeatAck(_now_ms())))
+        if self.link.app_handler is not None:
+            self.link.app_handler.heartbeat(name, self, first)
+
+    # -- apps (docs/protocol.md section 6.3) ---------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id = self._next_id % 0xFFFF_FFFF + 1
+        return self._next_id
+
+    def _on_app_message(self, env: Envelope, msg: DeployResult | AppStatus | AppLog | Publish) -> None:
+        name = self.device_name
+        assert name is not None
+        if isinstance(msg, DeployResult | AppStatus):
+            pending = self._pending.get(env.message_id)
+            if pending is not None and isinstance(msg, pending[0]) and msg.app_id == pending[1]:
+                del self._pending[env.message_id]
+                if not pending[2].done():
+                    pending[2].set_result(msg)
+            elif isinstance(msg, DeployResult):
+                _LOG.debug("%s: unsolicited deploy_result for app %d ignored", self.label, msg.app_id)
+            if isinstance(msg, AppStatus):
+                # Every app_status is a state report, reply or not (ids of the two sides may clash).
+                if msg.state == AppStateCode.UNKNOWN:
+                    self.device_apps.pop(msg.app_id, None)
+                else:
+                    self.device_apps[msg.app_id] = msg.state
+                if self.link.app_handler is not None:
+                    self.link.app_handler.app_status(name, self, msg)
+            return
+        handler = self.link.app_handler
+        app = (handler.app_name(name, msg.app_id) if handler is not None else None) or f"app {msg.app_id}"
+        if isinstance(msg, AppLog):
+            self.link.events.emit("app.log", f"{name}/{app}: {msg.text}", level=_LOG_LEVELS[msg.level], device=name,
+                                  logger=_LOG, app=app, app_id=msg.app_id, log_level=_LOG_LEVEL_NAMES[msg.level],
+                                  uptime_ms=msg.uptime_ms, text=msg.text)
+        else:
+            self.link.events.emit("app.publish", f"{name}/{app} published {len(msg.payload)} bytes on "
+                                  f"{msg.topic!r}", device=name, logger=_LOG, app=app, app_id=msg.app_id,
+                                  topic=msg.topic, payload=msg.payload)
+
+    async def _request_future(self, msg: DeployBegin | DeployChunk | DeployCommit | AppStart | AppStop,
+                              reply: type[Message]) -> asyncio.Future[Message]:
+        if self.closed or not self._online:
+            raise AppLinkError(f"{self.label}: session is not operational")
+        mid = self._new_id()
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        self._pending[mid] = (reply, msg.app_id, fut)
+        try:
+            await self._send(Envelope(mid, msg))
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            self._pending.pop(mid, None)
+            raise AppLinkError(f"{self.label}: send failed: {exc}") from exc
+        return fut
+
+    async def _await_reply(self, fut: asyncio.Future[Message], what: str, timeout: float) -> Message:
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            raise AppLinkError(f"{self.label}: no answer to {what} within {timeout:.0f} s") from None
+
+    async def request(self, msg: DeployBegin | DeployChunk | DeployCommit | AppStart | AppStop, *,
+                      timeout: float = REQUEST_TIMEOUT_S) -> Message:
+        """Send a gateway request and wait for its reply (deploy_result or app_status)."""
+        reply = AppStatus if isinstance(msg, AppStart | AppStop) else DeployResult
+        fut = await self._request_future(msg, reply)
+        return await self._await_reply(fut, type(msg).__name__, timeout)
+
+    async def app_start(self, app_id: int) -> AppStatus:
+        res = await self.request(AppStart(app_id))
+        assert isinstance(res, AppStatus)
+        return res
+
+    async def app_stop(self, app_id: int, remove: bool = False) -> AppStatus:
+        res = await self.request(AppStop(app_id, remove), timeout=REQUEST_TIMEOUT_S + 60)
+        assert isinstance(res, AppStatus)
+        return res
+
+    async def send_message(self, app_id: int, topic: str, payload: bytes) -> None:
+        """Deliver a ``message`` to an app (not acknowledged)."""
+        if self.closed or not self._online:
+            raise AppLinkError(f"{self.label}: session is not operational")
+        await self._send(Envelope(self._new_id(), AppMessage(app_id, topic, payload)))
+
+    async def deploy(self, begin: DeployBegin, wasm: bytes, progress: Callable[[int], None] | None = None, *,
+                     window: int = CHUNK_WINDOW) -> DeployResult:
+        """Transfer a module (deploy_begin, chunks with at most ``window`` unacknowledged, deploy_commit).
+
+        Returns the first non-OK deploy_result, or the commit's. Raises AppLinkError if the link goes.
+        """
+        if begin.size != len(wasm):
+            raise ValueError("deploy_begin.size does not match the module")
+        res = await self.request(begin)
+        assert isinstance(res, DeployResult)
+        if res.code != AppError.OK:
+            return res
+        cap = chunk_capacity(self.max_frame)
+        acked = sent = res.next_offset
+        inflight: deque[asyncio.Future[Message]] = deque()
+        while acked < len(wasm):
+            while len(inflight) < window and sent < len(wasm):
+                data = wasm[sent : sent + cap]
+                inflight.append(await self._request_future(DeployChunk(begin.app_id, sent, data), DeployResult))
+                sent += len(data)
+            reply = await self._await_reply(inflight.popleft(), "deploy_chunk", REQUEST_TIMEOUT_S)
+            assert isinstance(reply, DeployResult)
+            if reply.code not in (AppError.OK, AppError.BAD_OFFSET):
+                await self._drain(inflight)
+                return reply
+            if reply.code == AppError.BAD_OFFSET:  # resume where the device says it is
+                await self._drain(inflight)
+                sent = reply.next_offset
+            acked = reply.next_offset
+            if progress is not None:
+                progress(acked)
+        res = await self.request(DeployCommit(begin.app_id), timeout=REQUEST_TIMEOUT_S + begin.time_budget_ms / 1000)
+        assert isinstance(res, DeployResult)
+        if res.code == AppError.OK:
+            self.device_apps.setdefault(begin.app_id, AppStateCode.RUNNING)
+        return res
+
+    async def _drain(self, inflight: deque[asyncio.Future[Message]]) -> None:
+        while inflight:
+            await self._await_reply(inflight.popleft(), "deploy_chunk", REQUEST_TIMEOUT_S)
 
     # -- enrollment ------------------------------------------------------------------------------------
 
@@ -642,6 +817,11 @@ class DeviceSession:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.closed = True
+        for _cls, _app, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(AppLinkError(f"session ended: {reason}"))
+        self._pending.clear()
         if not self._online:
             return
         self._online = False
@@ -650,6 +830,9 @@ class DeviceSession:
         if self.link.online.get(name) is not self:
             return  # a newer session owns the device
         del self.link.online[name]
+        if self.link.app_handler is not None:
+            with contextlib.suppress(Exception):
+                self.link.app_handler.session_down(name, self)
         if self._superseded:
             return
 
@@ -689,4 +872,5 @@ def _code_name(code: int) -> str:
         return str(code)
 
 
-__all__ = ["DeviceLink", "DeviceSession", "LinkConfig", "SessionEnd", "TlsStream"]
+__all__ = ["CHUNK_WINDOW", "AppHandler", "AppLinkError", "DeviceLink", "DeviceSession", "LinkConfig", "SessionEnd",
+           "TlsStream"]

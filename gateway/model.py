@@ -424,6 +424,157 @@ LAB_BOARD_LABEL = "wasmbed.github.io/lab-board"
 
 
 # --------------------------------------------------------------------------------------------------
+# Apps: the module catalog (AppModule) and deployments (Application)
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class AppModuleSpec:
+    """A catalog entry: the current module of an app name, content-addressed in the module store."""
+
+    module_sha256: str
+    size: int
+    version: str
+    imports: list[str] = field(default_factory=list)
+    exports: list[str] = field(default_factory=list)
+    initial_pages: int = 0
+    source: str | None = None  # file name it was added from, for humans
+    added_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _SHA256_RE.match(self.module_sha256):
+            raise ModelError("moduleSha256 must be 64 lowercase hex digits")
+
+
+@register_kind
+@dataclass
+class AppModule(Resource):
+    """An app in the catalog (metadata.name = the app's name); the module bytes live in the module store."""
+
+    KIND: ClassVar[str] = "AppModule"
+    spec: AppModuleSpec
+
+
+class AppPhase(enum.StrEnum):
+    CREATING = "Creating"  # accepted, no device has been worked on yet
+    DEPLOYING = "Deploying"
+    RUNNING = "Running"  # running on every target
+    PARTIALLY_RUNNING = "PartiallyRunning"  # running on some targets
+    FAILED = "Failed"  # failed on every target it reached
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
+
+
+class AppDevicePhase(enum.StrEnum):
+    DEPLOYING = "Deploying"
+    RUNNING = "Running"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+
+class RestartPolicy(enum.StrEnum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    DELETED = "Deleted"  # undeploy: remove from every device, then the resource goes
+
+
+@dataclass
+class AppTargets:
+    """Where an app runs: named devices plus every device matching the selector (matchLabels)."""
+
+    devices: list[str] = field(default_factory=list)
+    selector: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for d in self.devices:
+            validate_name(d)
+        self.selector = validate_labels(self.selector)
+
+
+@dataclass
+class AppLimits:
+    memory_pages: int | None = None  # max linear memory pages; None: the module's initial pages
+    time_budget_ms: int = 1000  # per handler call
+
+    def __post_init__(self) -> None:
+        if self.memory_pages is not None and not 0 <= self.memory_pages <= 65_536:
+            raise ModelError("limits.memoryPages must be 0..65536")
+        if not 1 <= self.time_budget_ms <= 60_000:
+            raise ModelError("limits.timeBudgetMs must be 1..60000")
+
+
+@dataclass
+class ApplicationSpec:
+    name: str  # the catalog app (AppModule) this deploys
+    module_sha256: str
+    version: str
+    targets: AppTargets = field(default_factory=AppTargets)
+    config: dict[str, str] = field(default_factory=dict)
+    limits: AppLimits = field(default_factory=AppLimits)
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    desired_state: DesiredState = DesiredState.RUNNING
+
+    def __post_init__(self) -> None:
+        if not _SHA256_RE.match(self.module_sha256):
+            raise ModelError("moduleSha256 must be 64 lowercase hex digits")
+        for k, v in self.config.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ModelError("config must map text to text")
+
+
+@dataclass
+class AppMetricsStatus:
+    calls: int = 0
+    traps: int = 0
+    mem_pages: int = 0
+    max_call_ms: int = 0
+
+
+@dataclass
+class AppDeviceStatus:
+    """One target device: what runs there (app id, module) and how it is doing."""
+
+    device: str
+    phase: AppDevicePhase = AppDevicePhase.DEPLOYING
+    app_id: int | None = None
+    module_sha256: str | None = None  # the module this app id carries
+    error: str | None = None
+    restarts: int = 0
+    bytes_sent: int = 0
+    size: int = 0
+    metrics: AppMetricsStatus | None = None
+    updated: datetime | None = None
+
+
+@dataclass
+class ApplicationStatus:
+    phase: AppPhase = AppPhase.CREATING
+    devices: list[AppDeviceStatus] = field(default_factory=list)
+    message: str | None = None
+
+    def entry(self, device: str) -> AppDeviceStatus | None:
+        return next((e for e in self.devices if e.device == device), None)
+
+
+@register_kind
+@dataclass
+class Application(Resource):
+    """A deployment of a catalog app to target devices (metadata.name = the app's name)."""
+
+    KIND: ClassVar[str] = "Application"
+    spec: ApplicationSpec
+    status: ApplicationStatus = field(default_factory=ApplicationStatus)
+
+
+# --------------------------------------------------------------------------------------------------
 # generic dataclass <-> camelCase dict codec
 
 # Field names whose camelCase form should read better than the mechanical conversion.

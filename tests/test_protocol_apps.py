@@ -184,8 +184,8 @@ def test_invalid_app_messages_cannot_be_built(build_msg: Any) -> None:
 
 
 def test_directions_cover_every_tag() -> None:
-    assert GATEWAY_TO_DEVICE | DEVICE_TO_GATEWAY == set(Tag)
-    assert GATEWAY_TO_DEVICE & DEVICE_TO_GATEWAY == {Tag.ERROR}
+    assert set(Tag) == GATEWAY_TO_DEVICE | DEVICE_TO_GATEWAY
+    assert {Tag.ERROR} == GATEWAY_TO_DEVICE & DEVICE_TO_GATEWAY
 
 
 def test_doc_lists_app_result_codes() -> None:

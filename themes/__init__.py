@@ -1,1 +1,1 @@
-"""themes"""
+"""Console themes shipped with wasmbed: one TOML file per theme (loaded by wasmbed.console.themes)."""

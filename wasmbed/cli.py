@@ -1,4 +1,4 @@
-"""wasmbed: command-line tools (headless). Currently: boards, build."""
+"""wasmbed: command-line tools (headless): boards, firmware, run (one app on a fresh emulated board, for CI)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("boards", help="list the boards in dts/ with their facts")
     fw = sub.add_parser("firmware", help="firmware tools (same as python -m wasmbed.firmware)")
     fw.add_argument("rest", nargs=argparse.REMAINDER)
+    from wasmbed import run
+
+    run.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.cmd == "run":
+        return run.main(args)
     if args.cmd == "boards":
         for name in board_names():
             b = load_board(name)

@@ -10,6 +10,7 @@
 #include "wb_cortexm.h"
 #include "wb_reset.h"
 #include "wb_time.h"
+#include "wb_uart.h"
 #include "wb_watchdog.h"
 #if WB_CAP_TLS_LINK
 #include "link.h"
@@ -34,6 +35,36 @@ static void bench_fib(void)
     uint64_t t1 = wb_uptime_us();
     wb_printf("bench: native fib(%lu) = %lu in %lu us\n", (unsigned long)n, (unsigned long)r,
               (unsigned long)(t1 - t0));
+}
+#endif
+
+#ifdef WB_BENCH_UART_SINK
+/* The raw side of the link benchmark: count bytes arriving on the link UART with the same driver
+ * and ring the TLS link uses, and report the total every 100 ms while it grows. */
+static uint8_t sink_ring[4096];
+
+static void bench_uart_sink(void)
+{
+    wb_uart_t u = {.base = WB_LINK_UART_BASE, .irq_rx = WB_LINK_UART_IRQ_RX, .irq_tx = -1,
+                   .baud = WB_LINK_UART_BAUD, .clock_hz = WB_LINK_UART_CLOCK_HZ,
+                   .rx_buf = sink_ring, .rx_size = sizeof sink_ring};
+    wb_uart_init(&u);
+    wb_printf("bench: uart sink ready\n");
+    uint8_t buf[256];
+    uint64_t total = 0, reported = 0, next = 0;
+    for (;;) {
+        size_t n = wb_uart_read(&u, buf, sizeof buf);
+        total += n;
+        uint64_t now = wb_uptime_ms();
+        if (now >= next && total != reported) {
+            wb_printf("bench: uart sink %lu bytes at %lu ms\n", (unsigned long)total, (unsigned long)now);
+            reported = total;
+            next = now + 100;
+        }
+        if (n == 0) {
+            wb_wait_for_interrupt();
+        }
+    }
 }
 #endif
 
@@ -113,6 +144,9 @@ int main(void)
 
 #ifdef WB_BENCH_FIB
     bench_fib();
+#endif
+#ifdef WB_BENCH_UART_SINK
+    bench_uart_sink();
 #endif
 #ifdef WB_FAULT_TEST
     wb_printf("fault-test: triggering %s\n", WB_FAULT_TEST);

@@ -1,0 +1,1 @@
+"""The console's screens: one per view (boards, board detail, logs, enrollment, apps) and modals."""
