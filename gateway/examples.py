@@ -24,10 +24,11 @@ from pathlib import Path
 
 import wasmtime
 
+import wasmbed.apps
 from wasmbed import paths
 
 #: Sources of the examples: the repository's ``apps/`` folder (next to ``gateway/``).
-APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
+APPS_DIR = Path(wasmbed.apps.__file__).resolve().parent  # apps/ in a checkout, package data in a wheel
 
 C_FLAGS = ("--target=wasm32", "-nostdlib", "-O2", "-Wall", "-Wextra", "-Werror", "-Wl,--no-entry",
            "-Wl,--initial-memory=65536", "-Wl,-z,stack-size=4096")
