@@ -118,8 +118,12 @@ async def raw_uart_throughput(total: int = 256 * 1024) -> float:
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
-        while b"uart sink ready" not in await proc.stdout.readline():
-            pass
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            if not line:
+                raise RuntimeError("QEMU exited before the UART sink was ready")
+            if b"uart sink ready" in line:
+                break
         _, writer = await asyncio.wait_for(connected, 10)
         t0 = time.monotonic()
         writer.write(os.urandom(total))

@@ -61,6 +61,9 @@ static void bench_uart_sink(void)
             reported = total;
             next = now + 100;
         }
+#if WB_HAS_WATCHDOG
+        wb_watchdog_kick();
+#endif
         if (n == 0) {
             wb_wait_for_interrupt();
         }
