@@ -39,20 +39,20 @@ void wb_uart_write(wb_uart_t *u, const void *data, size_t len)
     }
 }
 
-static void rx_irq_enable(wb_uart_t *u, int on)
+void wb_uart_rx_irq(wb_uart_t *u, int on)
 {
     USART_CR1(u) = on ? (USART_CR1(u) | CR1_RXNEIE) : (USART_CR1(u) & ~CR1_RXNEIE);
 }
 
 /* Move bytes from the USART into the ring until either is empty; pause when the ring is full
  * (RXNE stays set, so QEMU's USART model holds further input back). */
-static void rx_drain(wb_uart_t *u)
+void wb_uart_rx_drain(wb_uart_t *u)
 {
     uint32_t sr;
     while ((sr = USART_SR(u)) & (SR_RXNE | SR_ORE)) {
         uint16_t next = (uint16_t)((u->rx_head + 1u) & (u->rx_size - 1u));
         if (next == u->rx_tail) {
-            rx_irq_enable(u, 0);
+            wb_uart_rx_irq(u, 0);
             u->rx_paused = 1;
             break;
         }
@@ -67,35 +67,5 @@ static void rx_drain(wb_uart_t *u)
 
 void wb_uart_isr(void *arg)
 {
-    rx_drain(arg);
-}
-
-size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max)
-{
-    uint8_t *out = buf;
-    size_t n = 0;
-    while (n < max && u->rx_tail != u->rx_head) {
-        out[n++] = u->rx_buf[u->rx_tail];
-        u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
-    }
-    if ((u->rx_paused && n > 0) || n == 0) {
-        /* Resume a paused receiver, and (when the ring ran dry) take any byte waiting in the UART
-         * directly, so a lost interrupt can never stall reception. */
-        wb_irq_lock();
-        if (u->rx_paused) {
-            /* Re-enable before draining: a byte QEMU delivers after our last read then raises the
-             * interrupt (taken once we unlock). Enabling after the drain would miss it, and with
-             * RXFULL set the UART model takes nothing more: reception would crawl at one byte per
-             * main-loop turn (measured: 11 KiB/s deploys). */
-            u->rx_paused = 0;
-            rx_irq_enable(u, 1);
-        }
-        rx_drain(u); /* may pause again if the ring fills */
-        wb_irq_unlock();
-        while (n < max && u->rx_tail != u->rx_head) {
-            out[n++] = u->rx_buf[u->rx_tail];
-            u->rx_tail = (uint16_t)((u->rx_tail + 1u) & (u->rx_size - 1u));
-        }
-    }
-    return n;
+    wb_uart_rx_drain(arg);
 }

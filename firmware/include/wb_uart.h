@@ -34,4 +34,9 @@ size_t wb_uart_read(wb_uart_t *u, void *buf, size_t max);
 /* Interrupt service routine: drains the RX data register into the ring. */
 void wb_uart_isr(void *uart);
 
+/* Driver hooks for the shared receive ring (core/uart_ring.c): move bytes from the UART into the
+ * ring until either is empty, pausing the receiver when the ring is full; switch the RX interrupt. */
+void wb_uart_rx_drain(wb_uart_t *u);
+void wb_uart_rx_irq(wb_uart_t *u, int on);
+
 #endif
