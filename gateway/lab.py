@@ -18,9 +18,18 @@ from wasmbed.dts import board_names
 
 from .enrollment import TokenRegistry
 from .events import EventLevel, EventLog
-from .model import LAB_BOARD_LABEL, Board, BoardSpec, Device, ObjectMeta, utcnow
+from .model import LAB_BOARD_LABEL, Board, BoardSpec, Device, ObjectMeta
 from .store import Store
-from .supervisor import BoardEvent, BoardProcess, EventKind, Supervisor, SupervisorError, UnknownBoardType
+from .supervisor import (
+    BoardEvent,
+    BoardProcess,
+    DuplicateBoard,
+    EventKind,
+    Supervisor,
+    SupervisorError,
+    UnknownBoard,
+    UnknownBoardType,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -83,8 +92,6 @@ class Lab:
         if board_type not in board_names():
             raise UnknownBoardType(f"unknown board type {board_type!r}; known types: {', '.join(board_names())}")
         if self.store.get(Board, name) is not None:
-            from .supervisor import DuplicateBoard
-
             raise DuplicateBoard(f"a board named {name!r} already exists")
         board = Board(metadata=ObjectMeta(name=name),
                       spec=BoardSpec(board_type=board_type, autostart=autostart, auto_enroll=auto_enroll,
@@ -130,8 +137,6 @@ class Lab:
     def _require(self, name: str) -> Board:
         board = self.store.get(Board, name)
         if board is None:
-            from .supervisor import UnknownBoard
-
             raise UnknownBoard(f"no board named {name!r}")
         return board
 
@@ -189,4 +194,4 @@ class Lab:
                              board=ev.name)
 
 
-__all__ = ["TOKEN_TTL", "Lab", "utcnow"]
+__all__ = ["TOKEN_TTL", "Lab"]
