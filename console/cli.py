@@ -13,6 +13,9 @@ keys (also listed in the footer, by ? and in the command palette):
   b / l  source / level filter  ctrl+t next theme     ctrl+p   command palette
   ctrl+q quit (stops the lab boards)
 
+lab mode: `wasmbed-console serve [--listen HOST:PORT] [--users FILE]` serves this console over SSH
+(one console per session, public-key users with roles; see `wasmbed-console serve -h`).
+
 apps view (:apps; the example apps are added to an empty catalog):
   a      add a .wasm/.wat (or example name)   d or enter  deploy: space marks boards (or a label selector),
   s / S  stop / start the app                            optional config k=v, enter confirms; live progress
@@ -146,6 +149,11 @@ async def run(cfg: ConsoleConfig, gateway_config: GatewayConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # lab mode: the console served over SSH (see `wasmbed-console serve -h`)
+        from wasmbed.console.ssh_server import serve_main
+
+        return serve_main(argv[1:])
     args = parser().parse_args(argv)
     if args.list_themes:
         themes, problems = load_themes(paths.config_dir() / "themes")

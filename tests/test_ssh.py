@@ -1,0 +1,293 @@
+"""Lab mode: the console over SSH, driven by the real OpenSSH client (pexpect) against an in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+import pexpect
+import pytest
+from conftest import require_tools
+
+from wasmbed.console.ssh_driver import color_system_for
+from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key, parse_listen
+from wasmbed.console.users import Users, UsersError
+from wasmbed.gateway.facade import Gateway, GatewayConfig, Role
+
+BOARDS_TEXT = "lab boards"  # the boards view's info line: "0 lab boards · 0 devices (0 connected)"
+
+
+def keygen(path: Path) -> tuple[Path, str]:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path, (path.with_suffix(".pub")).read_text().strip()
+
+
+@dataclass
+class Lab:
+    server: ConsoleServer
+    loop: asyncio.AbstractEventLoop
+    keys: dict[str, Path]
+
+    def ssh(self, user: str, key: str, *, timeout: float = 10) -> pexpect.spawn:
+        args = ["-tt", "-p", str(self.server.port), "-i", str(self.keys[key]),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "BatchMode=yes",
+                "-o", "LogLevel=ERROR", "-F", "/dev/null", f"{user}@127.0.0.1"]
+        env = {**os.environ, "TERM": "xterm-256color"}
+        return pexpect.spawn("ssh", args, env=env, encoding="utf-8", codec_errors="replace", timeout=timeout,
+                             dimensions=(30, 110))
+
+    def on_loop(self, fn):
+        """Run ``fn()`` on the server's loop thread and return its result."""
+        async def call():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
+
+    def sessions(self) -> int:
+        return self.on_loop(lambda: self.server.sessions)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_tools("ssh", "ssh-keygen")
+    from wasmbed.console.app import WasmbedApp
+
+    keys = {name: keygen(tmp_path / f"id_{name}")[0] for name in ("alice", "bob", "mallory")}
+    pub = {name: (tmp_path / f"id_{name}.pub").read_text().strip() for name in keys}
+    users = Users.from_mapping({"user": [
+        {"name": "alice", "role": "operator", "keys": [pub["alice"]]},
+        {"name": "bob", "role": "viewer", "keys": [pub["bob"]]},
+    ]})
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def main() -> None:
+        gw = Gateway(GatewayConfig(data_dir=tmp_path / "data", lab=True, lab_state_root=tmp_path / "boards",
+                                   lab_log_root=tmp_path / "log"))
+        await gw.start()
+        server = ConsoleServer(users, lambda caller: WasmbedApp(gw, caller, offer_examples=False),
+                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))
+        stop = asyncio.Event()
+        try:
+            await server.start("127.0.0.1", 0)
+            box.update(server=server, loop=asyncio.get_running_loop(), stop=stop)
+            ready.set()
+            await stop.wait()
+        finally:
+            await server.stop()
+            await gw.stop()
+
+    def runner() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=runner, name="ssh-lab", daemon=True)
+    thread.start()
+    assert ready.wait(20), "server did not start"
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    loop: asyncio.AbstractEventLoop = box["loop"]  # type: ignore[assignment]
+    yield Lab(box["server"], loop, keys)  # type: ignore[arg-type]
+    loop.call_soon_threadsafe(box["stop"].set)  # type: ignore[union-attr]
+    thread.join(15)
+    assert not thread.is_alive(), "server did not stop"
+    assert "error" not in box, box.get("error")
+
+
+ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")
+
+
+def expect_text(child: pexpect.spawn, *texts: str, timeout: float = 10) -> str:
+    """Read the session's output until every text shows up once escape sequences are stripped."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        plain = ANSI.sub("", seen)
+        if all(t in plain for t in texts):
+            return plain
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {texts!r}; screen text:\n{plain[-2000:]}")
+        with contextlib.suppress(pexpect.TIMEOUT):
+            seen += child.read_nonblocking(65536, timeout=min(left, 0.5))
+
+
+def wait_sessions(lab: Lab, n: int, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while lab.sessions() != n:
+        assert time.monotonic() < deadline, f"expected {n} sessions, have {lab.sessions()}"
+        time.sleep(0.05)
+
+
+def quit_cleanly(child: pexpect.spawn) -> None:
+    child.send("\x11")  # ctrl+q
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+
+
+def test_operator_sees_boards_and_quits_with_ctrl_q(lab: Lab) -> None:
+    child = lab.ssh("alice", "alice")
+    expect_text(child, BOARDS_TEXT, "alice (operator)")  # the subtitle names the caller and role
+    wait_sessions(lab, 1)
+    quit_cleanly(child)
+    wait_sessions(lab, 0)
+
+
+@pytest.mark.parametrize(("user", "key"), [("alice", "mallory"), ("mallory", "mallory"), ("bob", "alice")],
+                         ids=["wrong-key", "unknown-user", "alice-key-as-bob"])
+def test_refused_logins_and_server_keeps_serving(lab: Lab, user: str, key: str) -> None:
+    child = lab.ssh(user, key)
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus == 255, child.before
+    assert "Permission denied" in (child.before or "")
+    good = lab.ssh("bob", "bob")
+    expect_text(good, BOARDS_TEXT, "bob (viewer)")
+    quit_cleanly(good)
+
+
+def test_two_concurrent_sessions_render(lab: Lab) -> None:
+    a = lab.ssh("alice", "alice")
+    b = lab.ssh("bob", "bob")
+    expect_text(a, BOARDS_TEXT, "alice (operator)")
+    expect_text(b, BOARDS_TEXT, "bob (viewer)")
+    wait_sessions(lab, 2)
+    # Both stay live and independent: one jumps to the logs view, the other then does too.
+    a.send(":")
+    expect_text(a, "boards | apps | logs | enroll")
+    a.send("logs\r")
+    expect_text(a, "source: all (b)")
+    quit_cleanly(a)
+    wait_sessions(lab, 1)
+    b.send(":")
+    expect_text(b, "boards | apps | logs | enroll")
+    b.send("logs\r")
+    expect_text(b, "source: all (b)")
+    quit_cleanly(b)
+    wait_sessions(lab, 0)
+
+
+def test_closed_client_frees_the_app(lab: Lab) -> None:
+    child = lab.ssh("alice", "alice")
+    expect_text(child, BOARDS_TEXT)
+    wait_sessions(lab, 1)
+    child.close(force=True)  # kills the ssh client: the connection drops without a ctrl+q
+    wait_sessions(lab, 0)
+
+
+def test_stopping_the_server_ends_open_sessions(lab: Lab) -> None:
+    child = lab.ssh("alice", "alice")
+    expect_text(child, BOARDS_TEXT)
+    wait_sessions(lab, 1)
+    asyncio.run_coroutine_threadsafe(lab.server.stop(), lab.loop).result(15)
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert lab.sessions() == 0
+
+
+def test_session_acts_as_the_user_and_follows_resizes(lab: Lab) -> None:
+    child = lab.ssh("bob", "bob")
+    expect_text(child, BOARDS_TEXT)
+    wait_sessions(lab, 1)
+    assert lab.on_loop(lambda: [(a.caller.user, a.caller.role, tuple(a.size)) for a in lab.server.apps]) == [
+        ("bob", Role.VIEWER, (110, 30))]
+    child.setwinsize(40, 132)  # the client sends a window-change request
+    deadline = time.monotonic() + 5
+    while lab.on_loop(lambda: [tuple(a.size) for a in lab.server.apps]) != [(132, 40)]:
+        assert time.monotonic() < deadline, "the app did not follow the resize"
+        time.sleep(0.05)
+    expect_text(child, BOARDS_TEXT)  # and repaints at the new size
+    quit_cleanly(child)
+
+
+def test_host_key_created_once_private(tmp_path: Path) -> None:
+    path = tmp_path / "ssh" / "host_key"
+    key = load_or_create_host_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    again = load_or_create_host_key(path)
+    assert again.get_fingerprint() == key.get_fingerprint()
+
+
+def test_users_file(tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    pub = key.export_public_key().decode()
+    path = tmp_path / "users.toml"
+    path.write_text(f'[[user]]\nname = "alice"\nrole = "admin"\nkeys = ["{pub.strip()}"]\n')
+    users = Users.load(path)
+    alice = users.authorize("alice", key.convert_to_public())
+    assert alice is not None and alice.caller.role is Role.ADMIN
+    assert users.authorize("alice", other.convert_to_public()) is None
+    assert users.authorize("bob", key.convert_to_public()) is None
+    for bad in ('[[user]]\nname = "x"\nrole = "root"\nkeys = ["' + pub.strip() + '"]\n',
+                '[[user]]\nname = "x"\nkeys = []\n', '[[user]]\nname = "x"\nkeys = ["not a key"]\n', "user = 3\n"):
+        path.write_text(bad)
+        with pytest.raises(UsersError):
+            Users.load(path)
+    with pytest.raises(UsersError):
+        Users.load(tmp_path / "missing.toml")
+
+
+def test_helpers() -> None:
+    assert parse_listen("0.0.0.0:2222") == ("0.0.0.0", 2222)
+    assert parse_listen("[::1]:22") == ("::1", 22)
+    with pytest.raises(ValueError):
+        parse_listen("localhost")
+    assert color_system_for("xterm-256color").name == "EIGHT_BIT"
+    assert color_system_for("xterm", {"COLORTERM": "truecolor"}).name == "TRUECOLOR"
+    assert color_system_for("vt100").name == "STANDARD"
+    assert color_system_for("dumb") is None
+
+
+def test_serve_command(tmp_path: Path) -> None:
+    """`wasmbed-console serve`: prints address and host key fingerprint, serves a login, stops on SIGTERM."""
+    require_tools("ssh", "ssh-keygen")
+    import signal
+    import sys
+
+    key, pub = keygen(tmp_path / "id_alice")
+    users = tmp_path / "users.toml"
+    users.write_text(f'[[user]]\nname = "alice"\nrole = "operator"\nkeys = ["{pub}"]\n')
+    config = tmp_path / "config.toml"
+    config.write_text("[lab]\nboards = []\n")  # no first-run board (no firmware build in this test)
+    env = {**os.environ, "WASMBED_DATA_DIR": str(tmp_path / "data"), "WASMBED_CONFIG_DIR": str(tmp_path / "config"),
+           "WASMBED_LOG_DIR": str(tmp_path / "log")}
+    binary = str(Path(sys.executable).parent / "wasmbed-console")
+    server = pexpect.spawn(binary, ["serve", "--config", str(config), "--users", str(users),
+                                    "--listen", "127.0.0.1:0"], env=env, encoding="utf-8", timeout=20)
+    try:
+        server.expect(r"listening on 127\.0\.0\.1:(\d+) \(1 users\); host key (SHA256:\S+)")
+        port, fingerprint = int(server.match.group(1)), server.match.group(2)
+        host_key = tmp_path / "data" / "ssh" / "host_ed25519_key"
+        assert stat.S_IMODE(host_key.stat().st_mode) == 0o600
+        assert asyncssh.read_private_key(host_key).get_fingerprint() == fingerprint
+        client = pexpect.spawn("ssh", ["-tt", "-p", str(port), "-i", str(key), "-F", "/dev/null",
+                                       "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                       "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                                       "alice@127.0.0.1"],
+                               env={**os.environ, "TERM": "xterm-256color"}, encoding="utf-8", timeout=10)
+        expect_text(client, BOARDS_TEXT, "alice (operator)")
+        quit_cleanly(client)
+        server.kill(signal.SIGTERM)
+        server.expect(pexpect.EOF, timeout=15)
+        server.close()
+        assert server.exitstatus == 0, server.before
+    finally:
+        if server.isalive():
+            server.terminate(force=True)
