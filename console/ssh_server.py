@@ -3,7 +3,9 @@
 ``wasmbed-console serve`` runs the gateway (with its lab) and an asyncssh server. Each interactive
 session gets its own :class:`~wasmbed.console.app.WasmbedApp` acting as the logged-in user (the role
 comes from the users file and is enforced by the gateway facade), drawn through
-:mod:`wasmbed.console.ssh_driver`. Public-key authentication only; a key is bound to its user name.
+:mod:`wasmbed.console.ssh_driver`. Exec requests (``ssh HOST COMMAND``) run one command of
+:mod:`wasmbed.console.ssh_exec` as the user instead. Public-key authentication only; a key is bound to its
+user name.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncssh
 
 from wasmbed import paths
 from wasmbed.console.ssh_driver import SSHTerminal, attach
+from wasmbed.console.ssh_exec import run_exec
 from wasmbed.console.users import User, Users, UsersError, users_path
 from wasmbed.gateway.facade import Caller, Gateway, GatewayConfig
 
@@ -75,6 +78,7 @@ class _Session(asyncssh.SSHServerSession):
         self._terminal: SSHTerminal | None = None
         self._app: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._command: str | None = None  # set by an exec request (the exec API, console/ssh_exec.py)
 
     def connection_made(self, chan: Any) -> None:
         self._chan = chan
@@ -91,13 +95,17 @@ class _Session(asyncssh.SSHServerSession):
         return True
 
     def exec_requested(self, command: str) -> bool:
-        return False  # the exec API comes later
+        self._command = command
+        return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return False
 
     def session_started(self) -> None:
         chan = self._chan
+        if self._command is not None:
+            self._start_exec(self._command)
+            return
         if not self._pty:
             chan.write("wasmbed-console needs a terminal: connect with ssh -t\r\n")
             chan.exit(1)
@@ -116,6 +124,40 @@ class _Session(asyncssh.SSHServerSession):
             return
         self._task = loop.create_task(self._run(), name=f"ssh-console-{self._user.name}")
         self._server._sessions.add(self)
+
+    def _start_exec(self, command: str) -> None:
+        chan = self._chan
+        if self._server.gateway is None:
+            chan.write_stderr("wasmbed-console: this server offers no commands\n")
+            chan.exit(1)
+            return
+
+        def write(text: str) -> None:
+            if not chan.is_closing():
+                chan.write(text)
+
+        def write_err(text: str) -> None:
+            if not chan.is_closing():
+                chan.write_stderr(text)
+
+        log.info("%s runs %r", self._user.name, command)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_exec(command, write, write_err), name=f"ssh-exec-{self._user.name}")
+        self._server._execs.add(self)
+
+    async def _run_exec(self, command: str, write: Callable[[str], None], write_err: Callable[[str], None]) -> None:
+        status = 1
+        try:
+            status = await run_exec(self._server.gateway, self._user.caller, command, write, write_err)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("command %r of %s failed", command, self._user.name)
+        finally:
+            self._server._execs.discard(self)
+            if not self._chan.is_closing():
+                with contextlib.suppress(Exception):
+                    self._chan.exit(status)
 
     async def _run(self) -> None:
         app, chan = self._app, self._chan
@@ -142,6 +184,8 @@ class _Session(asyncssh.SSHServerSession):
             self._terminal.resize(width, height)
 
     def eof_received(self) -> bool:
+        if self._command is not None:
+            return True  # exec: the client's stdin ended (ssh < /dev/null); the command goes on (logs --follow)
         self.hang_up()
         return False
 
@@ -149,7 +193,11 @@ class _Session(asyncssh.SSHServerSession):
         self.hang_up()
 
     def hang_up(self) -> None:
-        """The client is gone: free the app."""
+        """The client is gone: free the app (or end the command)."""
+        if self._command is not None:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+            return
         app = self._app
         if app is not None and self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
@@ -206,8 +254,10 @@ class _Connection(asyncssh.SSHServer):
 class ConsoleServer:
     """The SSH front end. ``app_factory(caller)`` builds one console app per session."""
 
-    def __init__(self, users: Users, app_factory: AppFactory, *, host_key: asyncssh.SSHKey | None = None) -> None:
+    def __init__(self, users: Users, app_factory: AppFactory, *, host_key: asyncssh.SSHKey | None = None,
+                 gateway: Gateway | None = None) -> None:
         self.users = users
+        self.gateway = gateway  # serves exec requests (ssh HOST COMMAND); None refuses them
         self.app_factory = app_factory
         self.host_key = host_key if host_key is not None else load_or_create_host_key()
         self.stdout = sys.stdout
@@ -215,6 +265,7 @@ class ConsoleServer:
         self.task_factory: Callable[..., Any] | None = None
         self._listener: Any = None
         self._sessions: set[_Session] = set()
+        self._execs: set[_Session] = set()
         self._connections: set[Any] = set()
         self.host = ""
         self.port = 0
@@ -247,7 +298,7 @@ class ConsoleServer:
             with contextlib.suppress(Exception):
                 await self._listener.wait_closed()
             self._listener = None
-        sessions = list(self._sessions)
+        sessions = list(self._sessions) + list(self._execs)
         for s in sessions:
             s.hang_up()
         tasks = [s._task for s in sessions if s._task is not None]
@@ -279,6 +330,7 @@ Public-key authentication only. The users file (default {users}) binds names, ro
 
 The host key is generated on first start in <data dir>/ssh/ and its fingerprint printed.
 Connect with: ssh -p PORT alice@HOST   (quit with ctrl+q)
+Commands without the UI: ssh -p PORT alice@HOST help   (boards, apps, deploy, stop, logs, approve)
 """
 
 
@@ -326,7 +378,7 @@ async def serve(cfg: Any, gateway_config: GatewayConfig, users: Users, listen: t
         def make_app(caller: Caller) -> WasmbedApp:
             return WasmbedApp(gw, caller, themes=themes, theme=cfg.theme, theme_problems=problems)
 
-        server = ConsoleServer(users, make_app)
+        server = ConsoleServer(users, make_app, gateway=gw)
         try:
             await server.start(*listen)
         except OSError as exc:

@@ -7,8 +7,8 @@ and go through the same permission checks, so nothing below this layer is called
 Permissions: every mutating call takes a :class:`Caller` (user + role). Roles are ordered
 viewer < operator < admin. Reads need no caller. Enrollment decisions (approve, reject, pairing mode,
 tokens) and deletion (= revocation) are admin; ending a device session is operator. A refused call raises
-:class:`PermissionDenied` and leaves an ``audit.denied`` event; an allowed mutation leaves an event
-naming the user.
+:class:`PermissionDenied`. Every mutating call, allowed or refused, is recorded by gateway/audit.py (a JSON
+line in ``<log dir>/audit.log`` and an ``audit.ok``/``audit.denied``/``audit.error`` event).
 
 Pairing mode is kept in the Gateway resource but reset to ``GatewayConfig.pairing_mode`` (default off)
 at every start: an accidental restart never leaves a gateway open to unknown keys.
@@ -40,6 +40,7 @@ from wasmbed import paths
 
 from . import pki as pki_mod
 from .apps import MODULES_DIR, Catalog, ModuleStore
+from .audit import AuditLog, audited
 from .enrollment import DEFAULT_TOKEN_TTL, TokenRegistry
 from .events import EventLevel, EventLog, EventSubscription, GatewayEvent
 from .lab import Lab
@@ -123,6 +124,7 @@ class GatewayConfig:
     lab: bool = False  # run emulated boards (Board resources) in this process
     lab_state_root: Path | None = None  # per-board state folders (default: <data_dir>/boards)
     lab_log_root: Path | None = None  # board console logs (default: the platformdirs log dir)
+    audit_log: Path | None = None  # JSON lines of every mutating action (default: <log dir>/audit.log)
 
 
 class Gateway:
@@ -132,6 +134,7 @@ class Gateway:
         self.config = config or GatewayConfig()
         self._lab: Lab | None = None
         self.events = EventLog()
+        self.audit = AuditLog(self.events, self.config.audit_log)
         self._store: Store | None = None
         self._pki: pki_mod.GatewayPKI | None = None
         self._link: DeviceLink | None = None
@@ -247,9 +250,7 @@ class Gateway:
         return self.pki.ca_cert_der
 
     def _require(self, caller: Caller, needed: Role, action: str) -> None:
-        if caller.role < needed:
-            self.events.emit("audit.denied", f"denied: {caller.user} ({caller.role.name.lower()}) tried to "
-                             f"{action}", level=EventLevel.WARNING, user=caller.user, action=action)
+        if caller.role < needed:  # the @audited wrapper records the refusal (audit.denied)
             raise PermissionDenied(caller, action, needed)
 
     # -- reads -----------------------------------------------------------------------------------------
@@ -281,6 +282,7 @@ class Gateway:
 
     # -- mutations -------------------------------------------------------------------------------------
 
+    @audited("set pairing mode", detail="on")
     async def set_pairing_mode(self, caller: Caller, on: bool) -> None:
         """Admin: allow (or stop allowing) unknown keys to wait for approval."""
         self._require(caller, Role.ADMIN, "change pairing mode")
@@ -303,6 +305,7 @@ class Gateway:
                 return d
         raise GatewayError(f"no device with key {fp}")
 
+    @audited("approve", target="name_or_fingerprint")
     async def approve(self, caller: Caller, name_or_fingerprint: str) -> Device:
         """Admin: approve a waiting (Enrolling) or previously rejected (Pending) device.
 
@@ -324,6 +327,7 @@ class Gateway:
                          f"{dev.spec.public_key_fingerprint})", device=dev.name, user=caller.user)
         return dev
 
+    @audited("reject", target="name_or_fingerprint", detail="reason")
     async def reject(self, caller: Caller, name_or_fingerprint: str, reason: str | None = None) -> Device:
         """Admin: refuse a waiting device; its record stays (phase Pending) so the refusal sticks."""
         self._require(caller, Role.ADMIN, "reject enrollments")
@@ -340,6 +344,7 @@ class Gateway:
                          user=caller.user)
         return dev
 
+    @audited("delete device", target="name")
     async def delete_device(self, caller: Caller, name: str) -> Device:
         """Admin: forget a device. Its certificate stops working at once (revocation by deletion)."""
         self._require(caller, Role.ADMIN, "delete devices")
@@ -352,11 +357,13 @@ class Gateway:
                          "longer accepted", device=name, user=caller.user)
         return dev
 
+    @audited("disconnect device", target="name")
     async def disconnect_device(self, caller: Caller, name: str) -> bool:
         """Operator: end a device's session (it will reconnect); False if it was not connected."""
         self._require(caller, Role.OPERATOR, "disconnect devices")
         return await self.link.disconnect(name, f"disconnected by {caller.user}")
 
+    @audited("issue enrollment token", target="board")
     async def issue_enrollment_token(self, caller: Caller, board: str | None = None, *,
                                      ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> bytes:
         """Admin: a one-time token that enrolls one device (of ``board``, if given) without approval."""
@@ -398,6 +405,7 @@ class Gateway:
         """Live console lines of a lab board (optionally starting with its scrollback). Close when done."""
         return self.lab.process(name).subscribe(replay=replay)
 
+    @audited("add board", target="name", detail="board_type")
     async def add_board(self, caller: Caller, name: str, board_type: str, *, autostart: bool = True,
                         auto_enroll: bool = True, icount_shift: int | None = None, start: bool = True) -> Board:
         self._require(caller, Role.ADMIN, f"add board {name}")
@@ -409,28 +417,34 @@ class Gateway:
             await self.lab.start_board(name)
         return board
 
+    @audited("remove board", target="name")
     async def remove_board(self, caller: Caller, name: str) -> Board:
         self._require(caller, Role.ADMIN, f"remove board {name}")
         board = await self.lab.remove(name)
         self.events.emit("board.removed", f"{caller.user} removed board {name}", user=caller.user, board=name)
         return board
 
+    @audited("start board", target="name")
     async def start_board(self, caller: Caller, name: str) -> BoardProcess:
         self._require(caller, Role.OPERATOR, f"start board {name}")
         return await self.lab.start_board(name)
 
+    @audited("stop board", target="name")
     async def stop_board(self, caller: Caller, name: str) -> None:
         self._require(caller, Role.OPERATOR, f"stop board {name}")
         await self.lab.stop_board(name)
 
+    @audited("reset board", target="name")
     async def reset_board(self, caller: Caller, name: str) -> None:
         self._require(caller, Role.OPERATOR, f"reset board {name}")
         await self.lab.reset_board(name)
 
+    @audited("power-cycle board", target="name")
     async def power_cycle_board(self, caller: Caller, name: str) -> BoardProcess:
         self._require(caller, Role.OPERATOR, f"power-cycle board {name}")
         return await self.lab.power_cycle(name)
 
+    @audited("set temperature", target="name", detail="celsius")
     async def set_temperature(self, caller: Caller, name: str, celsius: float) -> None:
         self._require(caller, Role.OPERATOR, f"set the temperature of board {name}")
         await self.lab.supervisor.set_temperature(name, celsius)
@@ -466,6 +480,7 @@ class Gateway:
     def application(self, name: str) -> Application | None:
         return self.store.get(Application, name)
 
+    @audited("add app", target="name", detail="source")
     async def add_app(self, caller: Caller, source: bytes | str | Path, name: str | None = None,
                       version: str | None = None) -> AppModule:
         """Operator: validate a module (``.wasm``/``.wat`` path, WASM bytes or WAT text) and add it to the catalog."""
@@ -503,6 +518,7 @@ class Gateway:
                 except ValidationError as exc:
                     raise ValidationError(f"target device {name}: {exc}") from None
 
+    @audited("deploy", target="app_name", detail="targets")
     async def deploy(self, caller: Caller, app_name: str, targets: list[str] | Mapping[str, str] | AppTargets,
                      *, config: Mapping[str, str] | None = None, limits: AppLimits | None = None,
                      restart_policy: RestartPolicy | str = RestartPolicy.NEVER) -> Application:
@@ -541,6 +557,7 @@ class Gateway:
         self._require_app(name)
         return self.store.mutate(Application, name, apply)[0]
 
+    @audited("stop app", target="app")
     async def stop_app(self, caller: Caller, app: str) -> Application:
         """Operator: stop the app on every device (it stays deployed; start_app resumes it)."""
         self._require(caller, Role.OPERATOR, f"stop app {app}")
@@ -548,6 +565,7 @@ class Gateway:
         self.events.emit("app.stopping", f"{caller.user} stopped {app}", user=caller.user, app=app)
         return res
 
+    @audited("start app", target="app")
     async def start_app(self, caller: Caller, app: str) -> Application:
         """Operator: run a stopped app again."""
         self._require(caller, Role.OPERATOR, f"start app {app}")
@@ -555,6 +573,7 @@ class Gateway:
         self.events.emit("app.starting", f"{caller.user} started {app}", user=caller.user, app=app)
         return res
 
+    @audited("undeploy", target="app")
     async def undeploy(self, caller: Caller, app: str, *, wait_s: float | None = 10.0) -> bool:
         """Operator: remove the app from every device, then delete the Application.
 
@@ -577,6 +596,7 @@ class Gateway:
                             return True
         return self.store.get(Application, app) is None
 
+    @audited("update app", target="app", detail="version")
     async def update_app(self, caller: Caller, app: str, source: bytes | str | Path,
                          version: str | None = None) -> Application:
         """Operator: a new module for a deployed app; devices stop and remove the old one, then run the new one."""
@@ -600,6 +620,7 @@ class Gateway:
                          app=app)
         return res
 
+    @audited("send message", target="app", detail="device")
     async def send_message(self, caller: Caller, app: str, device: str, topic: str, payload: bytes) -> None:
         """Operator: deliver ``payload`` on ``topic`` to the app's on_message on one device."""
         self._require(caller, Role.OPERATOR, f"send messages to app {app}")

@@ -1,0 +1,213 @@
+"""The SSH exec API (`ssh HOST COMMAND`) and the audit log, driven by the real OpenSSH client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import require_tools
+from consolekit import make_device
+from test_ssh import keygen
+
+from wasmbed.console.ssh_exec import ExecCommand
+from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key
+from wasmbed.console.users import Users
+from wasmbed.gateway.facade import SYSTEM, Caller, Gateway, GatewayConfig, PermissionDenied, Role
+from wasmbed.gateway.model import DevicePhase
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ExecLab:
+    server: ConsoleServer
+    gw: Gateway
+    loop: asyncio.AbstractEventLoop
+    keys: dict[str, Path]
+    audit: Path
+
+    def args(self, user: str) -> list[str]:
+        return ["ssh", "-T", "-p", str(self.server.port), "-i", str(self.keys[user]), "-F", "/dev/null",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"{user}@127.0.0.1"]
+
+    def run(self, user: str, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.args(user), *command], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=15)
+
+    def on_loop(self, fn):
+        async def call():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
+
+    def audit_records(self) -> list[dict]:
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+
+@pytest.fixture
+def xlab(tmp_path: Path) -> Iterator[ExecLab]:
+    require_tools("ssh", "ssh-keygen")
+    keys = {name: keygen(tmp_path / f"id_{name}")[0] for name in ("alice", "bob", "carol")}
+    roles = {"alice": "operator", "bob": "viewer", "carol": "admin"}
+    users = Users.from_mapping({"user": [
+        {"name": n, "role": roles[n], "keys": [(tmp_path / f"id_{n}.pub").read_text().strip()]} for n in keys]})
+    audit = tmp_path / "log" / "audit.log"
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def main() -> None:
+        gw = Gateway(GatewayConfig(data_dir=tmp_path / "data", lab=True, lab_state_root=tmp_path / "boards",
+                                   lab_log_root=tmp_path / "log", audit_log=audit))
+        await gw.start()
+        server = ConsoleServer(users, lambda caller: None, gateway=gw,
+                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))
+        stop = asyncio.Event()
+        try:
+            await server.start("127.0.0.1", 0)
+            box.update(server=server, gw=gw, loop=asyncio.get_running_loop(), stop=stop)
+            ready.set()
+            await stop.wait()
+        finally:
+            await server.stop()
+            await gw.stop()
+
+    def runner() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=runner, name="ssh-exec-lab", daemon=True)
+    thread.start()
+    assert ready.wait(20), "server did not start"
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    yield ExecLab(box["server"], box["gw"], box["loop"], keys, audit)  # type: ignore[arg-type]
+    box["loop"].call_soon_threadsafe(box["stop"].set)  # type: ignore[union-attr]
+    thread.join(15)
+    assert not thread.is_alive(), "server did not stop"
+    assert "error" not in box, box.get("error")
+
+
+def test_boards_and_apps_json(xlab: ExecLab) -> None:
+    xlab.on_loop(lambda: make_device(xlab.gw, "sim-1", DevicePhase.DISCONNECTED))
+    r = xlab.run("bob", "boards", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["boards"] == [] and [d["name"] for d in doc["devices"]] == ["sim-1"]
+    r = xlab.run("bob", "boards")
+    assert r.returncode == 0 and "no lab boards" in r.stdout and "sim-1" in r.stdout
+    r = xlab.run("bob", "apps", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"apps": []}
+
+
+def test_viewer_refused_and_audited(xlab: ExecLab) -> None:
+    r = xlab.run("bob", "deploy", "hello", "--board", "sim-1")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "bob (viewer) may not deploy app hello: needs operator" in r.stderr and r.stdout == ""
+    r = xlab.run("bob", "approve", "newcomer", "--json")
+    assert r.returncode == 3 and "may not approve enrollments: needs admin" in r.stderr
+    records = xlab.audit_records()
+    assert [(x["user"], x["role"], x["action"], x["target"], x["result"]) for x in records] == [
+        ("bob", "viewer", "deploy", "hello", "denied"), ("bob", "viewer", "approve", "newcomer", "denied")]
+    assert all(x["time"].endswith("Z") for x in records)
+    assert stat.S_IMODE(xlab.audit.stat().st_mode) == 0o600
+    kinds = xlab.on_loop(lambda: [e.fields["action"] for e in xlab.gw.recent_events() if e.kind == "audit.denied"])
+    assert kinds == ["deploy", "approve"]
+
+
+def test_operator_deploy_stop_and_errors(xlab: ExecLab) -> None:
+    async def setup() -> None:
+        make_device(xlab.gw, "sim-1", DevicePhase.DISCONNECTED)
+        await xlab.gw.add_app(SYSTEM, REPO / "apps" / "hello.wat", name="hello")
+
+    asyncio.run_coroutine_threadsafe(setup(), xlab.loop).result(10)
+    r = xlab.run("alice", "stop", "nosuch")
+    assert r.returncode == 1 and "app 'nosuch' is not deployed" in r.stderr, (r.stdout, r.stderr)
+    r = xlab.run("alice", "deploy", "hello", "--board", "sim-1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["devices"] == ["sim-1"]
+    r = xlab.run("alice", "stop", "hello")
+    assert r.returncode == 0 and "stopping hello" in r.stdout
+    r = xlab.run("alice", "apps", "--json")
+    (app,) = json.loads(r.stdout)["apps"]
+    assert app["name"] == "hello" and app["deployment"]["desired"] == "Stopped"
+    results = [(x["user"], x["action"], x["target"], x["result"]) for x in xlab.audit_records()]
+    assert results == [("system", "add app", "hello", "ok"),
+                       ("alice", "stop app", "nosuch", "error: app 'nosuch' is not deployed"),
+                       ("alice", "deploy", "hello", "ok"), ("alice", "stop app", "hello", "ok")]
+
+
+def test_admin_approves(xlab: ExecLab) -> None:
+    xlab.on_loop(lambda: make_device(xlab.gw, "newcomer", DevicePhase.ENROLLING))
+    r = xlab.run("carol", "approve", "newcomer", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["phase"] == "Enrolled"
+
+
+def test_logs_json_and_follow(xlab: ExecLab) -> None:
+    xlab.run("bob", "stop", "x")  # a refusal: an audit.denied event
+    r = xlab.run("bob", "logs", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert "gateway.started" in kinds and kinds[-1] == "audit.denied"
+    assert events[-1]["fields"]["user"] == "bob"
+    follow = subprocess.Popen([*xlab.args("bob"), "logs", "--follow", "--json", "-n", "0"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not xlab.on_loop(lambda: len(xlab.server._execs)):
+            assert time.monotonic() < deadline, "logs --follow did not start"
+            time.sleep(0.05)
+        xlab.on_loop(lambda: xlab.gw.events.emit("test.hello", "hello from the test"))
+        assert follow.stdout is not None
+        line = json.loads(follow.stdout.readline())
+        assert line["kind"] == "test.hello" and line["message"] == "hello from the test"
+    finally:
+        follow.terminate()  # the client goes away: the command ends on the server
+        follow.wait(5)
+    deadline = time.monotonic() + 5
+    while xlab.on_loop(lambda: len(xlab.server._execs)):
+        assert time.monotonic() < deadline, "the follow command outlived its client"
+        time.sleep(0.05)
+
+
+def test_usage_errors_and_help(xlab: ExecLab) -> None:
+    r = xlab.run("alice", "frobnicate")
+    assert r.returncode == 2 and "invalid choice: 'frobnicate'" in r.stderr
+    r = xlab.run("alice", "deploy", "hello")  # --board missing
+    assert r.returncode == 2 and "--board" in r.stderr
+    r = xlab.run("alice", "logs", "--help")
+    assert r.returncode == 0 and "--follow" in r.stdout
+    r = xlab.run("alice", "help")
+    assert r.returncode == 0 and "deploy" in r.stdout and "permission denied" in r.stdout
+
+
+async def test_exec_command_in_process(tmp_path: Path) -> None:
+    """The command layer alone (no SSH): the local caller's actions are audited too."""
+    audit = tmp_path / "audit.log"
+    async with Gateway(GatewayConfig(data_dir=tmp_path / "data", audit_log=audit)) as gw:
+        out: list[str] = []
+        err: list[str] = []
+        viewer = Caller("vera", Role.VIEWER)
+        assert await ExecCommand(gw, viewer, out.append, err.append).run("approve dev") == 3
+        with pytest.raises(PermissionDenied):
+            await gw.set_pairing_mode(viewer, True)
+        await gw.set_pairing_mode(Caller("ada", Role.ADMIN), True)
+        assert await ExecCommand(gw, viewer, out.append, err.append).run("boards 'unclosed") == 2
+    results = [(x["user"], x["action"], x["result"]) for x in map(json.loads, audit.read_text().splitlines())]
+    assert results == [("vera", "approve", "denied"), ("vera", "set pairing mode", "denied"),
+                       ("ada", "set pairing mode", "ok")]
+    assert os.stat(audit).st_mode & 0o077 == 0
