@@ -7,8 +7,6 @@ import contextlib
 import os
 import re
 import stat
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,18 +16,14 @@ import asyncssh
 import pexpect
 import pytest
 from conftest import require_tools
+from sshkit import keygen, serve_in_thread
 
 from wasmbed.console.ssh_driver import color_system_for
 from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key, parse_listen
 from wasmbed.console.users import Users, UsersError
-from wasmbed.gateway.facade import Gateway, GatewayConfig, Role
+from wasmbed.gateway.facade import Role
 
 BOARDS_TEXT = "lab boards"  # the boards view's info line: "0 lab boards · 0 devices (0 connected)"
-
-
-def keygen(path: Path) -> tuple[Path, str]:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
-    return path, (path.with_suffix(".pub")).read_text().strip()
 
 
 @dataclass
@@ -69,43 +63,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         {"name": "alice", "role": "operator", "keys": [pub["alice"]]},
         {"name": "bob", "role": "viewer", "keys": [pub["bob"]]},
     ]})
-    ready = threading.Event()
-    box: dict[str, object] = {}
-
-    async def main() -> None:
-        gw = Gateway(GatewayConfig(data_dir=tmp_path / "data", lab=True, lab_state_root=tmp_path / "boards",
-                                   lab_log_root=tmp_path / "log"))
-        await gw.start()
-        server = ConsoleServer(users, lambda caller: WasmbedApp(gw, caller, offer_examples=False),
-                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))
-        stop = asyncio.Event()
-        try:
-            await server.start("127.0.0.1", 0)
-            box.update(server=server, loop=asyncio.get_running_loop(), stop=stop)
-            ready.set()
-            await stop.wait()
-        finally:
-            await server.stop()
-            await gw.stop()
-
-    def runner() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=runner, name="ssh-lab", daemon=True)
-    thread.start()
-    assert ready.wait(20), "server did not start"
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    loop: asyncio.AbstractEventLoop = box["loop"]  # type: ignore[assignment]
-    yield Lab(box["server"], loop, keys)  # type: ignore[arg-type]
-    loop.call_soon_threadsafe(box["stop"].set)  # type: ignore[union-attr]
-    thread.join(15)
-    assert not thread.is_alive(), "server did not stop"
-    assert "error" not in box, box.get("error")
+    with serve_in_thread(tmp_path, users, lambda gw, caller: WasmbedApp(gw, caller, offer_examples=False)) as (
+            server, _gw, loop):
+        yield Lab(server, loop, keys)
 
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import require_tools
 from consolekit import make_device
-from test_ssh import keygen
+from sshkit import keygen, serve_in_thread
 
 from wasmbed.console.ssh_exec import ExecCommand
-from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key
+from wasmbed.console.ssh_server import ConsoleServer
 from wasmbed.console.users import Users
 from wasmbed.gateway.facade import SYSTEM, Caller, Gateway, GatewayConfig, PermissionDenied, Role
 from wasmbed.gateway.model import DevicePhase
@@ -62,42 +61,9 @@ def xlab(tmp_path: Path) -> Iterator[ExecLab]:
     users = Users.from_mapping({"user": [
         {"name": n, "role": roles[n], "keys": [(tmp_path / f"id_{n}.pub").read_text().strip()]} for n in keys]})
     audit = tmp_path / "log" / "audit.log"
-    ready = threading.Event()
-    box: dict[str, object] = {}
-
-    async def main() -> None:
-        gw = Gateway(GatewayConfig(data_dir=tmp_path / "data", lab=True, lab_state_root=tmp_path / "boards",
-                                   lab_log_root=tmp_path / "log", audit_log=audit))
-        await gw.start()
-        server = ConsoleServer(users, lambda caller: None, gateway=gw,
-                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))
-        stop = asyncio.Event()
-        try:
-            await server.start("127.0.0.1", 0)
-            box.update(server=server, gw=gw, loop=asyncio.get_running_loop(), stop=stop)
-            ready.set()
-            await stop.wait()
-        finally:
-            await server.stop()
-            await gw.stop()
-
-    def runner() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=runner, name="ssh-exec-lab", daemon=True)
-    thread.start()
-    assert ready.wait(20), "server did not start"
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    yield ExecLab(box["server"], box["gw"], box["loop"], keys, audit)  # type: ignore[arg-type]
-    box["loop"].call_soon_threadsafe(box["stop"].set)  # type: ignore[union-attr]
-    thread.join(15)
-    assert not thread.is_alive(), "server did not stop"
-    assert "error" not in box, box.get("error")
+    with serve_in_thread(tmp_path, users, lambda gw, caller: None, exec_api=True, audit_log=audit,
+                         name="ssh-exec-lab") as (server, gw, loop):
+        yield ExecLab(server, gw, loop, keys, audit)
 
 
 def test_boards_and_apps_json(xlab: ExecLab) -> None:

@@ -651,10 +651,9 @@ class AppLog(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class Publish(Message):
-    """Device → gateway: an app published ``payload`` on ``topic``."""
+class _TopicMessage(Message):
+    """Shape shared by publish and message: an app id, a topic and a payload."""
 
-    TAG: ClassVar[int] = Tag.PUBLISH
     NFIELDS: ClassVar[int] = 3
     app_id: int
     topic: str
@@ -674,26 +673,17 @@ class Publish(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class AppMessage(Message):
+class Publish(_TopicMessage):
+    """Device → gateway: an app published ``payload`` on ``topic``."""
+
+    TAG: ClassVar[int] = Tag.PUBLISH
+
+
+@dataclass(frozen=True, slots=True)
+class AppMessage(_TopicMessage):
     """Gateway → device: deliver ``payload`` on ``topic`` to an app's on_message (tag ``message``)."""
 
     TAG: ClassVar[int] = Tag.MESSAGE
-    NFIELDS: ClassVar[int] = 3
-    app_id: int
-    topic: str
-    payload: bytes = b""
-
-    def __post_init__(self) -> None:
-        _app_id(self.app_id)
-        _text(self.topic, "topic", 1, TOPIC_MAX)
-        _bytes(self.payload, "payload", 0, PAYLOAD_MAX)
-
-    def fields(self) -> list[Any]:
-        return [self.app_id, self.topic, self.payload]
-
-    @classmethod
-    def from_fields(cls, f: list[Any]) -> Self:
-        return cls(*f)
 
 
 def agree_frame_size(device_max: int, gateway_max: int) -> int:
