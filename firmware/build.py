@@ -81,6 +81,18 @@ def compile_dtb(dts: Path, out: Path) -> Path:
     return out
 
 
+def _forget_other_checkout(out: Path) -> None:
+    """Drop objects compiled from another checkout: their make dependency files name that checkout's
+    sources by absolute path, and make stops at the first one that no longer exists."""
+    stamp = out / "source.txt"
+    here = str(FIRMWARE_SRC)
+    if stamp.exists() and stamp.read_text() == here:
+        return
+    shutil.rmtree(out / "obj", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(here)
+
+
 def build(board: str | Path, variant: str = "default", root: Path | None = None, jobs: int | None = None,
           quiet: bool = True) -> Firmware:
     """Build one board (a name from dts/ or a path to a .dts) and return the artefacts."""
@@ -90,6 +102,7 @@ def build(board: str | Path, variant: str = "default", root: Path | None = None,
         raise BuildError("arm-none-eabi-gcc not found: install gcc-arm-none-eabi (scripts/bootstrap does)")
     info = load_board(board)
     out = build_dir_for(info.name, variant, root)
+    _forget_other_checkout(out)
     codegen.write(codegen.generate(info), out / "gen")
     dtb = compile_dtb(info.path, out / f"{info.name}.dtb")
     make_vars = {"BUILD_DIR": str(out), "VERSION": wasmbed.__version__, **VARIANTS[variant]}
