@@ -4,14 +4,24 @@ Textual builds the driver itself (``App.driver_class``), so the driver finds its
 :class:`SSHTerminal` that :func:`attach` stores on the app. Everything runs on the loop thread: no
 threads, no signal handlers, no access to the process's stdin/stdout.
 
+Slow clients: a channel write never blocks, so a client that stops reading would make the server buffer
+every frame. The session tells the terminal when asyncssh's send buffer crosses its high-water mark
+(:meth:`SSHTerminal.pause`); while paused, frames are dropped (the compositor keeps the true screen), and
+on resume the whole screen is sent once. A client paused for longer than ``stall_close_s`` is
+disconnected. Both are logged. Memory per session is thus bounded by the client's SSH window plus the
+high-water mark plus one frame.
+
 This uses Textual internals (the xterm parser, the app's stdout capture objects, the Rich console's
-colour system): Textual is pinned in pyproject.toml and tests/test_ssh.py exercises the driver.
+colour system, the screen's compositor): Textual is pinned in pyproject.toml and tests/test_ssh.py
+exercises the driver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
@@ -23,7 +33,12 @@ from textual.driver import Driver
 from textual.geometry import Size
 from textual.messages import Message
 
+log = logging.getLogger(__name__)
+
 _TERMINAL_ATTR = "_wasmbed_ssh_terminal"
+WRITE_HIGH_WATER = 256 * 1024  # unsent bytes (beyond the client's SSH window) before frames are dropped
+WRITE_LOW_WATER = 32 * 1024  # ...and below which the screen is sent again
+STALL_CLOSE_S = 60.0  # a client that reads nothing for this long while paused is disconnected
 
 # Terminal set-up on start; the reverse (in reverse order) on stop.
 _START = (
@@ -61,13 +76,23 @@ class SSHTerminal:
     """One SSH session's terminal as seen by its app: the channel, the PTY's size and type, input routing."""
 
     def __init__(self, channel: Any, size: tuple[int, int], term_type: str, *,
-                 task_factory: Callable[..., Any] | None = None, env: Mapping[str, str] | None = None) -> None:
-        self.channel = channel  # asyncssh.SSHServerChannel (only write/is_closing are used)
+                 task_factory: Callable[..., Any] | None = None, env: Mapping[str, str] | None = None,
+                 name: str = "?", stall_close_s: float = STALL_CLOSE_S) -> None:
+        self.channel = channel  # asyncssh.SSHServerChannel
         self.size = size
         self.term_type = term_type
         self.env = dict(env or {})
         self.task_factory = task_factory  # the loop's own factory, restored after Textual changes it
+        self.name = name  # for log lines: who is on the other end
+        self.stall_close_s = stall_close_s
         self.driver: SSHDriver | None = None
+        self.paused = False
+        self.frames_dropped = 0
+        self.bytes_dropped = 0
+        self.stalled = False  # closed because the client stopped reading
+        self._drop_logged = False
+        self._paused_at = 0.0
+        self._stall_handle: asyncio.TimerHandle | None = None
         self._pending: list[str] = []
 
     @property
@@ -90,6 +115,66 @@ class SSHTerminal:
         self.size = (width, height)
         if self.driver is not None:
             self.driver.resize(width, height)
+
+    # -- flow control (called by the SSH session) ----------------------------------------------------------
+
+    def pause(self) -> None:
+        """The channel's send buffer passed its high-water mark: drop frames until it drains."""
+        if self.paused:
+            return
+        self.paused = True
+        self._drop_logged = False
+        self._paused_at = time.monotonic()
+        with contextlib.suppress(RuntimeError):
+            self._stall_handle = asyncio.get_running_loop().call_later(self.stall_close_s, self._stall)
+
+    def resume(self) -> None:
+        """The client caught up: send the current screen (frames were dropped meanwhile)."""
+        if not self.paused:
+            return
+        self.paused = False
+        if self._stall_handle is not None:
+            self._stall_handle.cancel()
+            self._stall_handle = None
+        if self.driver is not None:
+            self.driver.repaint()
+        if self._drop_logged:
+            log.info("slow client %s caught up after %.1f s; %d frames dropped so far", self.name,
+                     time.monotonic() - self._paused_at, self.frames_dropped)
+
+    def dropped(self, nbytes: int) -> None:
+        """A frame was not sent (one log line per pause)."""
+        if not self._drop_logged:
+            self._drop_logged = True
+            log.warning("slow client %s: %d bytes unsent, dropping frames until it reads", self.name,
+                        self.unsent())
+        self.frames_dropped += 1
+        self.bytes_dropped += nbytes
+
+    def unsent(self) -> int:
+        try:
+            return int(self.channel.get_write_buffer_size())
+        except Exception:
+            return 0
+
+    def _stall(self) -> None:
+        self._stall_handle = None
+        if not self.paused or self.closing:
+            return
+        self.stalled = True
+        log.warning("slow client %s read nothing for %.0f s (%d bytes unsent): closing the session", self.name,
+                    self.stall_close_s, self.unsent())
+        # A clean close would wait for the unsent data; the whole TCP connection is stuck behind it anyway.
+        with contextlib.suppress(Exception):
+            self.channel.get_connection().abort()
+
+    def release(self) -> None:
+        """The session ended: stop the stall timer, let go of the driver."""
+        if self._stall_handle is not None:
+            self._stall_handle.cancel()
+            self._stall_handle = None
+        self.driver = None
+        self._pending.clear()
 
     def _bind(self, driver: SSHDriver | None) -> None:
         self.driver = driver
@@ -143,8 +228,25 @@ class SSHDriver(Driver):
         self._buffer.clear()
         if self.terminal.closing:
             return
+        if self.terminal.paused:
+            self.terminal.dropped(len(data))
+            return
         with contextlib.suppress(Exception):
             self.terminal.channel.write(data)
+
+    def repaint(self) -> None:
+        """Have the whole screen sent again (after dropped frames the client's screen is out of date).
+
+        Done in Textual's own update cycle (a full repaint of the current screen on its next refresh), so
+        any pending layout is applied first and nothing is rendered twice or skipped."""
+        app = self._app
+        if not self._input or not app._screen_stack:
+            return
+        screen = app.screen
+        compositor = screen._compositor
+        compositor._dirty_regions.add(compositor.size.region)  # the whole screen: a full update, not a partial one
+        screen._repaint_required = True
+        screen.refresh()
 
     # -- application mode ----------------------------------------------------------------------------------
 
@@ -156,8 +258,19 @@ class SSHDriver(Driver):
         self._input = True
         self.terminal._bind(self)
 
+    def _replace_parser(self, fresh: bool = True) -> None:
+        """Retire the parser. Textual's XTermParser memoises ``_parse_extended_key`` in a class-wide LRU
+        cache keyed by parser instance, so a retired parser lives on there, and its suspended parse
+        generator still holds the last key events, which reference the app: close the generator so an
+        ended session's app can be freed."""
+        with contextlib.suppress(Exception):
+            self._parser._gen.close()
+        if fresh:
+            self._parser = XTermParser(False)
+
     def disable_input(self) -> None:
         self._input = False
+        self._replace_parser(fresh=False)
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
@@ -182,7 +295,7 @@ class SSHDriver(Driver):
             for message in self._parser.feed(data):
                 self.process_message(message)
         except Exception:  # a parse error must not kill the session; drop the garbled input
-            self._parser = XTermParser(False)
+            self._replace_parser()
         # A lone ESC (or a partial sequence) is resolved by the parser's clock.
         if self._tick_handle is not None:
             self._tick_handle.cancel()
@@ -196,7 +309,7 @@ class SSHDriver(Driver):
             for message in self._parser.tick():
                 self.process_message(message)
         except Exception:
-            self._parser = XTermParser(False)
+            self._replace_parser()
 
     def resize(self, width: int, height: int) -> None:
         self._size = (width, height)

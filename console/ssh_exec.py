@@ -1,8 +1,9 @@
 """The SSH exec API: ``ssh -p PORT alice@HOST COMMAND ...`` runs one command as alice and exits.
 
 Commands (each takes ``--help`` and ``--json``): ``boards``, ``apps``, ``deploy APP --board NAME ...``,
-``stop APP``, ``logs [--follow] [BOARD]``, ``approve DEVICE``. They go through the gateway facade with the
-caller's role, exactly like the console UI, so refusals are the facade's and are audited the same way.
+``stop APP``, ``logs [--follow] [BOARD]``, ``approve DEVICE``, ``server`` (the server's own diagnostics).
+They go through the gateway facade with the caller's role, exactly like the console UI, so refusals are
+the facade's and are audited the same way.
 
 Output goes to the channel: results on stdout, messages on stderr. ``--json`` prints one JSON document (JSON
 lines for ``logs``). Exit status: 0 ok, 1 failure, 2 usage error, 3 permission denied.
@@ -99,6 +100,7 @@ def build_parser(out: Write, err: Write) -> _Parser:
                     help=f"recent events to print first (default {DEFAULT_LOG_LINES})")
     a = add("approve", "approve a device waiting for enrollment (admin)")
     a.add_argument("device", metavar="DEVICE", help="device name or key fingerprint")
+    add("server", "the server's diagnostics: connections, sessions, live console apps, tasks, memory")
     add("help", "show this help")
     return p
 
@@ -106,9 +108,11 @@ def build_parser(out: Write, err: Write) -> _Parser:
 class ExecCommand:
     """One exec request: parse, run against the facade as ``caller``, write results via ``out``/``err``."""
 
-    def __init__(self, gateway: Gateway, caller: Caller, out: Write, err: Write) -> None:
+    def __init__(self, gateway: Gateway, caller: Caller, out: Write, err: Write, *,
+                 diagnostics: Callable[[], dict[str, int]] | None = None) -> None:
         self.gw, self.caller = gateway, caller
         self._out, self._err = out, err
+        self._diagnostics = diagnostics
 
     def out(self, text: str = "") -> None:
         self._out(text + "\n")
@@ -240,6 +244,17 @@ class ExecCommand:
             self.out(f"approved {dev.name} ({dev.spec.public_key_fingerprint})")
         return EXIT_OK
 
+    async def cmd_server(self, args: argparse.Namespace) -> int:
+        if self._diagnostics is None:
+            self.err(f"{PROG} server: no diagnostics here")
+            return EXIT_FAILED
+        diag = self._diagnostics()
+        if args.json:
+            self.json(diag)
+        else:
+            self._table(["WHAT", "NOW"], [[k.replace("_", " "), str(v)] for k, v in diag.items()], empty="")
+        return EXIT_OK
+
     async def cmd_logs(self, args: argparse.Namespace) -> int:
         if args.lines < 0:
             self.err(f"{PROG} logs: --lines must be 0 or more")
@@ -290,10 +305,11 @@ class ExecCommand:
             self.out("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-async def run_exec(gateway: Gateway, caller: Caller, command: str, out: Write, err: Write) -> int:
+async def run_exec(gateway: Gateway, caller: Caller, command: str, out: Write, err: Write, *,
+                   diagnostics: Callable[[], dict[str, int]] | None = None) -> int:
     """Run one exec request; returns the exit status. Cancel the task to end ``logs --follow``."""
     try:
-        return await ExecCommand(gateway, caller, out, err).run(command)
+        return await ExecCommand(gateway, caller, out, err, diagnostics=diagnostics).run(command)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a bug: say so, keep the server serving

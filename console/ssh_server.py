@@ -13,18 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
+import weakref
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from wasmbed import paths
-from wasmbed.console.ssh_driver import SSHTerminal, attach
+from wasmbed.console.ssh_driver import STALL_CLOSE_S, WRITE_HIGH_WATER, WRITE_LOW_WATER, SSHTerminal, attach
 from wasmbed.console.ssh_exec import run_exec
 from wasmbed.console.users import User, Users, UsersError, users_path
 from wasmbed.gateway.facade import Caller, Gateway, GatewayConfig
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:2222"
 HOST_KEY_NAME = "host_ed25519_key"
+EXIT_DEFERRAL_S = 0.05  # a hang-up during the app's start-up waits for its first layout, polling this often
+EXIT_DEFERRALS = 100  # ...at most this many times (5 s), then exits anyway
 
 AppFactory = Callable[[Caller], Any]  # returns a (not yet running) WasmbedApp acting as the caller
 
@@ -79,6 +84,9 @@ class _Session(asyncssh.SSHServerSession):
         self._app: Any = None
         self._task: asyncio.Task[None] | None = None
         self._command: str | None = None  # set by an exec request (the exec API, console/ssh_exec.py)
+        self._paused = False  # the client is not reading (send buffer above the high-water mark)
+        self._lines_dropped = 0  # exec output dropped while paused (logs --follow to a slow client)
+        self._exit_deferrals = 0
 
     def connection_made(self, chan: Any) -> None:
         self._chan = chan
@@ -103,6 +111,7 @@ class _Session(asyncssh.SSHServerSession):
 
     def session_started(self) -> None:
         chan = self._chan
+        chan.set_write_buffer_limits(high=self._server.write_high_water, low=self._server.write_low_water)
         if self._command is not None:
             self._start_exec(self._command)
             return
@@ -112,10 +121,13 @@ class _Session(asyncssh.SSHServerSession):
             return
         loop = asyncio.get_running_loop()
         env = {k: v for k, v in (chan.get_environment() or {}).items() if isinstance(k, str) and isinstance(v, str)}
+        peer = chan.get_extra_info("peername")
         self._terminal = SSHTerminal(chan, self._size, self._term_type, task_factory=self._server.task_factory,
-                                     env=env)
+                                     env=env, name=f"{self._user.name}@{peer[0] if peer else '?'}",
+                                     stall_close_s=self._server.stall_close_s)
         try:
             self._app = self._server.app_factory(self._user.caller)
+            self._server._apps_made.add(self._app)
             attach(self._app, self._terminal, stdout=self._server.stdout, stderr=self._server.stderr)
         except Exception:
             log.exception("cannot create the console for %s", self._user.name)
@@ -133,8 +145,16 @@ class _Session(asyncssh.SSHServerSession):
             return
 
         def write(text: str) -> None:
-            if not chan.is_closing():
-                chan.write(text)
+            if chan.is_closing():
+                return
+            if self._paused:  # only `logs --follow` writes this much: drop lines, say so when it drains
+                self._lines_dropped += text.count("\n")
+                return
+            if self._lines_dropped:
+                chan.write_stderr(f"wasmbed: {self._lines_dropped} lines dropped: the client read too slowly\n")
+                log.warning("slow client %s: dropped %d lines of %r", self._user.name, self._lines_dropped, command)
+                self._lines_dropped = 0
+            chan.write(text)
 
         def write_err(text: str) -> None:
             if not chan.is_closing():
@@ -148,7 +168,8 @@ class _Session(asyncssh.SSHServerSession):
     async def _run_exec(self, command: str, write: Callable[[str], None], write_err: Callable[[str], None]) -> None:
         status = 1
         try:
-            status = await run_exec(self._server.gateway, self._user.caller, command, write, write_err)
+            status = await run_exec(self._server.gateway, self._user.caller, command, write, write_err,
+                                    diagnostics=lambda: self._server.diagnostics().as_dict())
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -169,10 +190,21 @@ class _Session(asyncssh.SSHServerSession):
             log.exception("console session of %s failed", self._user.name)
         finally:
             self._server._sessions.discard(self)
+            self._server._ended(self._terminal)
             if not chan.is_closing():
                 with contextlib.suppress(Exception):
                     chan.exit(status)
             log.info("session of %s ended (status %s)", self._user.name, status)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self._terminal is not None:
+            self._terminal.pause()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._terminal is not None:
+            self._terminal.resume()
 
     def data_received(self, data: str, datatype: Any) -> None:
         if self._terminal is not None:
@@ -199,9 +231,16 @@ class _Session(asyncssh.SSHServerSession):
                 self._task.cancel()
             return
         app = self._app
-        if app is not None and self._task is not None and not self._task.done():
-            with contextlib.suppress(Exception):
-                app.exit()
+        if app is None or self._task is None or self._task.done():
+            return
+        if not getattr(app, "_is_mounted", True) and self._exit_deferrals < EXIT_DEFERRALS:
+            # Exiting before the app's compose and mount are done trips a Textual race (MountError, printed on
+            # the server's stderr): wait for them (tens of ms, seconds when many sessions start at once).
+            self._exit_deferrals += 1
+            asyncio.get_running_loop().call_later(EXIT_DEFERRAL_S, self.hang_up)
+            return
+        with contextlib.suppress(Exception):
+            app.exit()
 
 
 class _Connection(asyncssh.SSHServer):
@@ -251,11 +290,37 @@ class _Connection(asyncssh.SSHServer):
         return _Session(self._server, user)
 
 
+@dataclass(frozen=True)
+class Diagnostics:
+    """What the server holds right now: the figures a leak shows up in (``ssh HOST server``)."""
+
+    connections: int  # SSH connections (authenticated or not)
+    sessions: int  # interactive consoles running
+    execs: int  # commands running (e.g. logs --follow)
+    apps_alive: int  # console app objects still in memory (after a garbage collection)
+    tasks: int  # asyncio tasks on the server's loop (gateway, lab and sessions together)
+    frames_dropped: int  # frames not sent to slow clients, all sessions since start
+    slow_closed: int  # sessions closed because the client stopped reading
+    rss_bytes: int  # the process's resident memory
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class ConsoleServer:
     """The SSH front end. ``app_factory(caller)`` builds one console app per session."""
 
     def __init__(self, users: Users, app_factory: AppFactory, *, host_key: asyncssh.SSHKey | None = None,
-                 gateway: Gateway | None = None) -> None:
+                 gateway: Gateway | None = None, stall_close_s: float = STALL_CLOSE_S,
+                 write_high_water: int = WRITE_HIGH_WATER, write_low_water: int = WRITE_LOW_WATER) -> None:
         self.users = users
         self.gateway = gateway  # serves exec requests (ssh HOST COMMAND); None refuses them
         self.app_factory = app_factory
@@ -263,12 +328,34 @@ class ConsoleServer:
         self.stdout = sys.stdout
         self.stderr = sys.stderr
         self.task_factory: Callable[..., Any] | None = None
+        self.stall_close_s = stall_close_s
+        self.write_high_water, self.write_low_water = write_high_water, write_low_water
         self._listener: Any = None
         self._sessions: set[_Session] = set()
         self._execs: set[_Session] = set()
         self._connections: set[Any] = set()
+        self._apps_made: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._frames_dropped = 0  # of ended sessions (live ones are added in diagnostics())
+        self._slow_closed = 0
         self.host = ""
         self.port = 0
+
+    def _ended(self, terminal: SSHTerminal | None) -> None:
+        if terminal is None:
+            return
+        self._frames_dropped += terminal.frames_dropped
+        self._slow_closed += terminal.stalled
+        terminal.release()
+
+    def diagnostics(self) -> Diagnostics:
+        """Counts of everything sessions hold (call on the server's loop)."""
+        gc.collect()
+        live = [s._terminal for s in self._sessions if s._terminal is not None]
+        return Diagnostics(
+            connections=len(self._connections), sessions=len(self._sessions), execs=len(self._execs),
+            apps_alive=len(self._apps_made), tasks=len(asyncio.all_tasks()),
+            frames_dropped=self._frames_dropped + sum(t.frames_dropped for t in live),
+            slow_closed=self._slow_closed + sum(t.stalled for t in live), rss_bytes=_rss_bytes())
 
     @property
     def fingerprint(self) -> str:
@@ -330,7 +417,7 @@ Public-key authentication only. The users file (default {users}) binds names, ro
 
 The host key is generated on first start in <data dir>/ssh/ and its fingerprint printed.
 Connect with: ssh -p PORT alice@HOST   (quit with ctrl+q)
-Commands without the UI: ssh -p PORT alice@HOST help   (boards, apps, deploy, stop, logs, approve)
+Commands without the UI: ssh -p PORT alice@HOST help   (boards, apps, deploy, stop, logs, approve, server)
 """
 
 

@@ -253,6 +253,17 @@ class Gateway:
         if caller.role < needed:  # the @audited wrapper records the refusal (audit.denied)
             raise PermissionDenied(caller, action, needed)
 
+    def authorize(self, caller: Caller, needed: Role, action: str, *, audit_as: str,
+                  target: str | None = None) -> None:
+        """Refuse ``caller`` up front unless it has ``needed``: same wording and same audit record
+        (``audit_as``, ``target``, "denied") as the mutating call itself, so a front end can say no
+        before opening a dialog without the refusal going unrecorded."""
+        if caller.role < needed:
+            exc = PermissionDenied(caller, action, needed)
+            self.audit.record(caller, audit_as, target, "denied",
+                              message=f"denied: {caller.user} ({caller.role.name.lower()}) tried to {action}")
+            raise exc
+
     # -- reads -----------------------------------------------------------------------------------------
 
     def devices(self) -> list[Device]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key
 from wasmbed.console.users import Users
@@ -22,15 +23,19 @@ def keygen(path: Path) -> tuple[Path, str]:
 
 @contextmanager
 def serve_in_thread(tmp_path: Path, users: Users, make_app: Callable[[Gateway, Caller], object], *,
-                    exec_api: bool = False, audit_log: Path | None = None,
-                    name: str = "ssh-lab") -> Iterator[tuple[ConsoleServer, Gateway, asyncio.AbstractEventLoop]]:
-    """Start a lab gateway and a ConsoleServer on 127.0.0.1:0; yield (server, gateway, loop); stop both."""
+                    exec_api: bool = False, audit_log: Path | None = None, name: str = "ssh-lab",
+                    gateway_options: Mapping[str, Any] | None = None,
+                    ) -> Iterator[tuple[ConsoleServer, Gateway, asyncio.AbstractEventLoop]]:
+    """Start a lab gateway and a ConsoleServer on 127.0.0.1:0; yield (server, gateway, loop); stop both.
+
+    ``gateway_options``: more GatewayConfig fields (e.g. ``heartbeat_interval_s`` for QEMU boards)."""
     ready = threading.Event()
     box: dict[str, object] = {}
 
     async def main() -> None:
         gw = Gateway(GatewayConfig(data_dir=tmp_path / "data", lab=True, lab_state_root=tmp_path / "boards",
-                                   lab_log_root=tmp_path / "log", audit_log=audit_log))
+                                   lab_log_root=tmp_path / "log", audit_log=audit_log,
+                                   **dict(gateway_options or {})))
         await gw.start()
         server = ConsoleServer(users, lambda caller: make_app(gw, caller), gateway=gw if exec_api else None,
                                host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))

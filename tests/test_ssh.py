@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import os
+import random
 import re
+import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -14,12 +18,13 @@ from pathlib import Path
 
 import asyncssh
 import pexpect
+import pyte
 import pytest
 from conftest import require_tools
 from sshkit import keygen, serve_in_thread
 
 from wasmbed.console.ssh_driver import color_system_for
-from wasmbed.console.ssh_server import ConsoleServer, load_or_create_host_key, parse_listen
+from wasmbed.console.ssh_server import ConsoleServer, Diagnostics, load_or_create_host_key, parse_listen
 from wasmbed.console.users import Users, UsersError
 from wasmbed.gateway.facade import Role
 
@@ -32,14 +37,14 @@ class Lab:
     loop: asyncio.AbstractEventLoop
     keys: dict[str, Path]
 
-    def ssh(self, user: str, key: str, *, timeout: float = 10) -> pexpect.spawn:
+    def ssh(self, user: str, key: str, *, timeout: float = 10, rows: int = 30, cols: int = 110) -> pexpect.spawn:
         args = ["-tt", "-p", str(self.server.port), "-i", str(self.keys[key]),
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
                 "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "BatchMode=yes",
                 "-o", "LogLevel=ERROR", "-F", "/dev/null", f"{user}@127.0.0.1"]
         env = {**os.environ, "TERM": "xterm-256color"}
         return pexpect.spawn("ssh", args, env=env, encoding="utf-8", codec_errors="replace", timeout=timeout,
-                             dimensions=(30, 110))
+                             dimensions=(rows, cols))
 
     def on_loop(self, fn):
         """Run ``fn()`` on the server's loop thread and return its result."""
@@ -50,6 +55,19 @@ class Lab:
 
     def sessions(self) -> int:
         return self.on_loop(lambda: self.server.sessions)
+
+    def diag(self) -> Diagnostics:
+        return self.on_loop(self.server.diagnostics)
+
+    def wait_idle(self, baseline: Diagnostics, timeout: float = 15) -> Diagnostics:
+        """Wait until the server holds exactly what it held at ``baseline`` (no connection, session, app, task)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.diag()
+            if (d.connections, d.sessions, d.execs, d.apps_alive, d.tasks) == (0, 0, 0, 0, baseline.tasks):
+                return d
+            assert time.monotonic() < deadline, f"server still holds something: {d} (baseline {baseline})"
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -84,6 +102,26 @@ def expect_text(child: pexpect.spawn, *texts: str, timeout: float = 10) -> str:
             raise AssertionError(f"timed out waiting for {texts!r}; screen text:\n{plain[-2000:]}")
         with contextlib.suppress(pexpect.TIMEOUT):
             seen += child.read_nonblocking(65536, timeout=min(left, 0.5))
+
+
+def expect_raw(child: pexpect.spawn, text: str, timeout: float = 10) -> str:
+    """Like :func:`expect_text` but returns the raw output read so far (escape sequences kept)."""
+    deadline, seen = time.monotonic() + timeout, ""
+    while text not in ANSI.sub("", seen):
+        assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
+        with contextlib.suppress(pexpect.TIMEOUT):
+            seen += child.read_nonblocking(65536, timeout=0.5)
+    return seen
+
+
+def drain(child: pexpect.spawn, quiet_s: float = 0.2) -> str:
+    """Everything the client prints until it has been quiet for ``quiet_s``."""
+    out = ""
+    while True:
+        try:
+            out += child.read_nonblocking(1 << 20, timeout=quiet_s)
+        except pexpect.TIMEOUT:
+            return out
 
 
 def wait_sessions(lab: Lab, n: int, timeout: float = 5) -> None:
@@ -121,6 +159,22 @@ def test_refused_logins_and_server_keeps_serving(lab: Lab, user: str, key: str) 
     quit_cleanly(good)
 
 
+def test_password_and_keyboard_interactive_refused(lab: Lab) -> None:
+    """Offered only public keys: the client never gets a password prompt, and the server keeps serving."""
+    for method in ("password", "keyboard-interactive"):
+        child = pexpect.spawn("ssh", ["-p", str(lab.server.port), "-F", "/dev/null", "-o", "PubkeyAuthentication=no",
+                                      "-o", f"PreferredAuthentications={method}", "-o", "StrictHostKeyChecking=no",
+                                      "-o", "UserKnownHostsFile=/dev/null", "-o", "NumberOfPasswordPrompts=1",
+                                      "alice@127.0.0.1", "boards"], encoding="utf-8", timeout=10)
+        index = child.expect([pexpect.EOF, "(?i)password"])
+        assert index == 0, f"{method}: the server offered a password prompt"
+        child.close()
+        assert child.exitstatus == 255 and "Permission denied (publickey)" in (child.before or ""), child.before
+    good = lab.ssh("alice", "alice")
+    expect_text(good, BOARDS_TEXT)
+    quit_cleanly(good)
+
+
 def test_two_concurrent_sessions_render(lab: Lab) -> None:
     a = lab.ssh("alice", "alice")
     b = lab.ssh("bob", "bob")
@@ -142,11 +196,47 @@ def test_two_concurrent_sessions_render(lab: Lab) -> None:
     wait_sessions(lab, 0)
 
 
+def test_killed_client_frees_everything(lab: Lab) -> None:
+    baseline = lab.diag()
+    child = lab.ssh("alice", "alice")
+    expect_text(child, BOARDS_TEXT)
+    wait_sessions(lab, 1)
+    assert lab.diag().apps_alive == 1
+    os.kill(child.pid, signal.SIGKILL)  # kill -9: no ctrl+q, no SSH disconnect message; the socket just closes
+    child.close()
+    lab.wait_idle(baseline)
+    again = lab.ssh("alice", "alice")  # and the server keeps serving
+    expect_text(again, BOARDS_TEXT)
+    quit_cleanly(again)
+    lab.wait_idle(baseline)
+
+
+def test_twenty_sessions_dropped_during_startup_leak_nothing(lab: Lab) -> None:
+    """20 clients killed at staggered moments of their start-up (key exchange, auth, PTY, app mount)."""
+    baseline = lab.diag()
+    rng = random.Random(20)
+    children = [lab.ssh("alice" if i % 2 else "bob", "alice" if i % 2 else "bob") for i in range(20)]
+    delays = sorted(rng.uniform(0.0, 1.5) for _ in children)
+    started, peak = time.monotonic(), 0
+    for child, delay in zip(children, delays, strict=True):
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        peak = max(peak, lab.sessions())
+        os.kill(child.pid, signal.SIGKILL)
+    print(f"consoles running at once before the kills: up to {peak} of 20")
+    for child in children:
+        child.close()
+    lab.wait_idle(baseline, timeout=20)
+    good = lab.ssh("bob", "bob")
+    expect_text(good, BOARDS_TEXT, "bob (viewer)")
+    quit_cleanly(good)
+    lab.wait_idle(baseline)
+
+
 def test_closed_client_frees_the_app(lab: Lab) -> None:
     child = lab.ssh("alice", "alice")
     expect_text(child, BOARDS_TEXT)
     wait_sessions(lab, 1)
-    child.close(force=True)  # kills the ssh client: the connection drops without a ctrl+q
+    child.close(force=True)  # hangs up the ssh client: the connection drops without a ctrl+q
     wait_sessions(lab, 0)
 
 
@@ -218,7 +308,6 @@ def test_helpers() -> None:
 def test_serve_command(tmp_path: Path) -> None:
     """`wasmbed-console serve`: prints address and host key fingerprint, serves a login, stops on SIGTERM."""
     require_tools("ssh", "ssh-keygen")
-    import signal
     import sys
 
     key, pub = keygen(tmp_path / "id_alice")
@@ -251,3 +340,79 @@ def test_serve_command(tmp_path: Path) -> None:
     finally:
         if server.isalive():
             server.terminate(force=True)
+
+
+def churn_until_dropping(lab: Lab, timeout: float = 60) -> int:
+    """Repaint every session's whole screen (theme changes) until the server drops frames; returns the
+    largest send buffer seen meanwhile."""
+    deadline, worst = time.monotonic() + timeout, 0
+    themes = itertools.cycle(["wasmbed-light", "wasmbed-high-contrast", "wasmbed-dark"])
+
+    def churn() -> int:
+        for app in lab.server.apps:  # a theme change repaints every cell
+            app.call_later(setattr, app, "theme", next(themes))
+        return max((s._terminal.unsent() for s in lab.server._sessions if s._terminal is not None), default=0)
+
+    started = time.monotonic()
+    while lab.diag().frames_dropped < 10:
+        assert time.monotonic() < deadline, "the server never dropped a frame for a stopped client"
+        worst = max(worst, lab.on_loop(churn))
+        time.sleep(0.01)
+    print(f"frames dropped after {time.monotonic() - started:.1f} s of full repaints")
+    return worst
+
+
+def screen_of(text: str, rows: int, cols: int) -> list[str]:
+    screen = pyte.Screen(cols, rows)
+    pyte.Stream(screen).feed(text)
+    return list(screen.display)
+
+
+def test_slow_client_frames_dropped_memory_bounded_screen_restored(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wasmbed.console.ssh_driver")
+    rows, cols = 50, 180
+    child = lab.ssh("alice", "alice", rows=rows, cols=cols)
+    seen = expect_raw(child, BOARDS_TEXT)
+    os.kill(child.pid, signal.SIGSTOP)  # the client stops reading; the SSH window, then the send buffer fill up
+    try:
+        worst = churn_until_dropping(lab)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    high = lab.server.write_high_water
+    print(f"largest send buffer while the client was stopped: {worst} bytes (high-water mark {high})")
+    assert worst < high + 256 * 1024, "the send buffer grew past the high-water mark plus one frame"
+    assert "dropping frames until it reads" in caplog.text
+    # Caught up: the client shows exactly the server's screen (one more full repaint changes nothing).
+    deadline = time.monotonic() + 20
+    while "caught up" not in caplog.text:
+        assert time.monotonic() < deadline, "the client never caught up"
+        seen += drain(child)
+    seen += drain(child, quiet_s=1.0)
+    before = screen_of(seen, rows, cols)
+    lab.on_loop(lambda: [s._terminal.driver.repaint() for s in lab.server._sessions])
+    after = screen_of(seen + drain(child, quiet_s=0.5), rows, cols)
+    assert before == after, "\n".join(f"{i}: {b!r}\n{i}: {a!r}" for i, (b, a) in enumerate(zip(before, after,
+                                                                                               strict=True)) if a != b)
+    assert any("lab boards" in line for line in after)
+    quit_cleanly(child)
+
+
+def test_stalled_client_is_disconnected(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    baseline = lab.diag()
+    lab.server.stall_close_s = 1.0  # read at session start
+    child = lab.ssh("bob", "bob", rows=50, cols=180)
+    expect_text(child, BOARDS_TEXT)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        churn_until_dropping(lab)
+        deadline = time.monotonic() + 10
+        while lab.sessions():
+            assert time.monotonic() < deadline, "the stalled session was not closed"
+            time.sleep(0.1)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert "read nothing for 1 s" in caplog.text and "closing the session" in caplog.text
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert lab.wait_idle(baseline).slow_closed == 1
+

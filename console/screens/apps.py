@@ -209,11 +209,13 @@ class AppsScreen(Screen[None]):
             return None
         return name
 
-    def _may(self, action: str) -> bool:
-        """Refuse early (same wording as the facade) rather than after a dialog; the facade checks again."""
-        caller = self.wapp.caller
-        if caller.role < Role.OPERATOR:
-            notify_error(self, action, PermissionDenied(caller, action, Role.OPERATOR))
+    def _may(self, action: str, audit_as: str, target: str | None = None) -> bool:
+        """Refuse early (the facade's wording, audited like the call) rather than after a dialog; the
+        facade checks again when the call is made."""
+        try:
+            self.wapp.gateway.authorize(self.wapp.caller, Role.OPERATOR, action, audit_as=audit_as, target=target)
+        except PermissionDenied as exc:
+            notify_error(self, action, exc)
             return False
         return True
 
@@ -223,7 +225,7 @@ class AppsScreen(Screen[None]):
         self.app.switch_mode("boards")
 
     def action_add(self) -> None:
-        if not self._may("add apps"):
+        if not self._may("add apps", "add app"):
             return
         app = self.wapp
 
@@ -252,7 +254,7 @@ class AppsScreen(Screen[None]):
 
     def action_deploy(self) -> None:
         name = self._need_app()
-        if name is None or not self._may(f"deploy app {name}"):
+        if name is None or not self._may(f"deploy app {name}", "deploy", name):
             return
         gw = self.wapp.gateway
         if gw.application(name) is not None:
@@ -290,7 +292,7 @@ class AppsScreen(Screen[None]):
 
     def _app_action(self, verb: str, method: str, progress: str | None = None) -> None:
         name = self._need_app(deployed=True)
-        if name is None or not self._may(f"{verb} app {name}"):
+        if name is None or not self._may(f"{verb} app {name}", f"{verb} app", name):
             return
         app = self.wapp
 
@@ -317,7 +319,7 @@ class AppsScreen(Screen[None]):
 
     def action_update(self) -> None:
         name = self._need_app(deployed=True)
-        if name is None or not self._may(f"update app {name}"):
+        if name is None or not self._may(f"update app {name}", "update app", name):
             return
         app = self.wapp
 
@@ -336,7 +338,7 @@ class AppsScreen(Screen[None]):
 
     def action_undeploy(self) -> None:
         name = self._need_app(deployed=True)
-        if name is None or not self._may(f"undeploy app {name}"):
+        if name is None or not self._may(f"undeploy app {name}", "undeploy", name):
             return
         app = self.wapp
 
