@@ -4,7 +4,8 @@ Every mutating :class:`~wasmbed.gateway.facade.Gateway` method is wrapped with :
 from any front end (local console, SSH console, SSH exec, headless CLI) leaves exactly one record, whether it
 was carried out (``"ok"``), refused by the role check (``"denied"``) or failed (``"error: ..."``).
 
-A record is appended to ``<log dir>/audit.log`` (created 0600) as
+A record is appended to ``<log dir>/audit.log`` (created 0600; rotated to ``audit.log.1`` ... ``.5`` when it
+passes 10 MiB, so a busy lab keeps its recent history without filling the disk) as
 
     {"time": "2026-01-02T03:04:05.123456Z", "user": "bob", "role": "viewer", "action": "deploy",
      "target": "hello", "result": "denied"}
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from .facade import Caller
 
 AUDIT_FILE = "audit.log"
+ROTATE_BYTES = 10 * 1024 * 1024
+ROTATE_KEEP = 5
 _TARGET_MAX = 200
 
 log = logging.getLogger(__name__)
@@ -70,9 +73,11 @@ def describe(value: Any) -> str | None:
 class AuditLog:
     """Appends records to one file and publishes them as ``audit.*`` events."""
 
-    def __init__(self, events: EventLog, path: Path | None = None) -> None:
+    def __init__(self, events: EventLog, path: Path | None = None, *, rotate_bytes: int = ROTATE_BYTES,
+                 keep: int = ROTATE_KEEP) -> None:
         self.events = events
         self.path = path if path is not None else audit_path()
+        self.rotate_bytes, self.keep = rotate_bytes, keep
         self._lock = threading.Lock()
 
     def record(self, caller: Caller, action: str, target: str | None, result: str, *,
@@ -99,6 +104,7 @@ class AuditLog:
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._rotate_if_full(len(line.encode()))
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     os.write(fd, line.encode())
@@ -106,6 +112,27 @@ class AuditLog:
                     os.close(fd)
         except OSError as exc:  # never let a full disk turn into a refused action; say so loudly instead
             log.error("cannot write audit log %s: %s", self.path, exc)
+
+
+    def _rotate_if_full(self, incoming: int) -> None:
+        """audit.log -> audit.log.1 -> ... -> audit.log.<keep> (the oldest is dropped), before it passes the limit."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.rotate_bytes:
+            return
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        log.info("audit log rotated at %d bytes: %s.1", size, self.path)
+
+    def files(self) -> list[Path]:
+        """The current file and its rotated predecessors, newest first (those that exist)."""
+        names = [self.path] + [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.keep + 1)]
+        return [p for p in names if p.exists()]
 
 
 def audited(action: str, target: str | None = None, detail: str | None = None

@@ -177,3 +177,16 @@ async def test_exec_command_in_process(tmp_path: Path) -> None:
     assert results == [("vera", "approve", "denied"), ("vera", "set pairing mode", "denied"),
                        ("ada", "set pairing mode", "ok")]
     assert os.stat(audit).st_mode & 0o077 == 0
+
+
+def test_server_diagnostics(xlab: ExecLab) -> None:
+    """`ssh HOST server --json`: the server's own counts, the exec session itself included."""
+    r = xlab.run("bob", "server", "--json")
+    assert r.returncode == 0, r.stderr
+    diag = json.loads(r.stdout)
+    assert set(diag) == {"connections", "sessions", "execs", "apps_alive", "tasks", "frames_dropped", "slow_closed",
+                         "rss_bytes"}
+    assert diag["connections"] == 1 and diag["execs"] == 1 and diag["sessions"] == 0 and diag["apps_alive"] == 0
+    assert diag["tasks"] > 0 and diag["rss_bytes"] > 10 * 1024 * 1024
+    r = xlab.run("bob", "server")
+    assert r.returncode == 0 and "apps alive" in r.stdout
