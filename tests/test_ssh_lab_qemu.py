@@ -274,3 +274,28 @@ def test_operator_deploys_viewer_sees_running_and_is_refused(qlab: QemuLab) -> N
         for t in (alice, bob):
             if t.child.isalive():
                 t.child.close(force=True)
+
+
+def test_exec_deploy_and_logs_follow_show_the_apps_output(qlab: QemuLab) -> None:
+    """The scripting API alone: `logs --follow BOARD` streams what hello prints on the QEMU board after
+    `deploy hello --board BOARD`; exit codes are right; ending the follower frees its command."""
+    from wasmbed.gateway.examples import APPS_DIR
+
+    asyncio.run_coroutine_threadsafe(qlab.gw.add_board(SYSTEM, BOARD, "mps2-an385"), qlab.loop).result(30)
+    asyncio.run_coroutine_threadsafe(qlab.gw.add_app(SYSTEM, APPS_DIR / "hello.wat", name="hello"),
+                                     qlab.loop).result(30)
+    qlab.until(lambda: (d := qlab.gw.board_device(BOARD)) is not None and d.phase is DevicePhase.CONNECTED,
+               f"{BOARD} connected", 30)
+    follow = pexpect.spawn("ssh", ["-T", *qlab.opts("alice"), "logs", "--follow", "--lines", "0", BOARD],
+                           encoding="utf-8", timeout=30)
+    try:
+        qlab.until(lambda: qlab.server.diagnostics().execs == 1, "the follower running", 10)
+        r = qlab.run("alice", "deploy", "hello", "--board", BOARD, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["app"] == "hello"
+        follow.expect(r"app\.log\s+\S+: hello from wasm", timeout=30)
+        r = qlab.run("alice", "deploy", "nosuch", "--board", BOARD)
+        assert r.returncode == 1 and "nosuch" in r.stderr
+    finally:
+        follow.close(force=True)
+    qlab.until(lambda: qlab.server.diagnostics().execs == 0, "the follower's command ended", 10)
