@@ -415,4 +415,3 @@ def test_stalled_client_is_disconnected(lab: Lab, caplog: pytest.LogCaptureFixtu
     child.expect(pexpect.EOF, timeout=10)
     child.close()
     assert lab.wait_idle(baseline).slow_closed == 1
-

@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from wasmbed.console import fleet
 from wasmbed.console.errors import guarded
 from wasmbed.console.screens.modals import AddBoardScreen, ConfirmScreen
+from wasmbed.console.widgets.rowtable import RowTable
 from wasmbed.dts import board_names
 from wasmbed.gateway.model import Application, Board, Device
 from wasmbed.gateway.store import EventType, Watch
@@ -58,6 +59,7 @@ class BoardsScreen(Screen[None]):
         self._polling = False
         self._stale: set[str] = set()  # changed rows outside the viewport, painted when scrolled to
         self._ticks = 0
+        self._info = ""
         #: Called after each repaint with (row keys repainted, monotonic time of the flush); for the benchmark.
         self.on_repaint: Callable[[set[str], float], None] | None = None
 
@@ -66,7 +68,7 @@ class BoardsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="boards-info", classes="info")
-        table: DataTable[Text] = DataTable(id="fleet", cursor_type="row", zebra_stripes=False)
+        table = RowTable(id="fleet", cursor_type="row", zebra_stripes=False)
         yield table
         yield Input(placeholder="filter boards by name, type or phase", id="boards-filter", classes="filter")
         yield Footer()
@@ -98,8 +100,8 @@ class BoardsScreen(Screen[None]):
         return self.app
 
     @property
-    def table(self) -> DataTable[Text]:
-        return self.query_one("#fleet", DataTable)
+    def table(self) -> RowTable:
+        return self.query_one("#fleet", RowTable)
 
     # -- feed ------------------------------------------------------------------------------------------
 
@@ -209,6 +211,7 @@ class BoardsScreen(Screen[None]):
         added = removed = False
         keys = [c[0] for c in fleet.COLUMNS]
         lo, hi = self._viewport()
+        changes: dict[str, dict[str, Text]] = {}
         for key in dirty:
             row = self.index.row(key)
             if row is not None and key in self._cells and not self._filter:
@@ -234,10 +237,12 @@ class BoardsScreen(Screen[None]):
                 table.add_row(*(self._text(c) for c in cells), key=key)
                 added = True
             else:
-                for col, new_cell, old_cell in zip(keys, cells, old, strict=True):
-                    if new_cell != old_cell:
-                        table.update_cell(key, col, self._text(new_cell))
+                changed = {col: self._text(new_cell) for col, new_cell, old_cell in zip(keys, cells, old, strict=True)
+                           if new_cell != old_cell}
+                if changed:
+                    changes[key] = changed
             self._cells[key] = cells
+        table.update_rows(changes)  # repaints only the rows that changed
         if added:
             table.sort("name", key=lambda cell: cell.plain)
         if (added or removed) and cursor_key is not None and cursor_key in self._cells:
@@ -256,6 +261,9 @@ class BoardsScreen(Screen[None]):
         text = f"{boards} lab boards · {devices} devices ({connected} connected)"
         if self._filter:
             text += f" · filter “{self._filter}”: {shown} rows (esc clears)"
+        if text == self._info:  # Static.update re-lays out the screen even for the same text
+            return
+        self._info = text
         with contextlib.suppress(Exception):
             self.query_one("#boards-info", Static).update(text)
 

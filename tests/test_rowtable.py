@@ -1,0 +1,70 @@
+"""RowTable.update_rows: the table shows exactly what a table built with the new values shows, and only the
+changed rows are re-rendered."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.strip import Strip
+
+from wasmbed.console.widgets.rowtable import RowTable
+
+COLUMNS = ("name", "state", "age")
+
+
+def rows(n: int, changed: dict[int, dict[str, str]] | None = None) -> list[dict[str, str]]:
+    out = [{"name": f"board-{i}", "state": "running", "age": f"{i}s"} for i in range(n)]
+    for i, cells in (changed or {}).items():
+        out[i].update(cells)
+    return out
+
+
+class TableApp(App[None]):
+    def __init__(self, data: list[dict[str, str]]) -> None:
+        super().__init__()
+        self.data = data
+
+    def compose(self) -> ComposeResult:
+        yield RowTable(id="t", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one(RowTable)
+        for c in COLUMNS:
+            t.add_column(c.upper(), key=c, width=10)
+        for r in self.data:
+            t.add_row(*(Text(r[c], style="bold" if c == "state" else "") for c in COLUMNS), key=r["name"])
+
+
+def lines(t: RowTable) -> list[list[tuple[str, object]]]:
+    return [[(seg.text, seg.style) for seg in Strip(t.render_line(y))] for y in range(t.size.height)]
+
+
+async def test_update_rows_matches_a_fresh_table_and_rerenders_only_changed_rows() -> None:
+    change = {2: {"state": "stopped", "age": "99s"}, 5: {"age": "7m"}}
+    fresh = TableApp(rows(8, change))
+    async with fresh.run_test(size=(40, 12)) as pilot:
+        await pilot.pause()
+        expected = lines(fresh.query_one(RowTable))
+
+    app = TableApp(rows(8))
+    async with app.run_test(size=(40, 12)) as pilot:
+        t = app.query_one(RowTable)
+        await pilot.pause()
+        before = lines(t)
+        assert before != expected
+        rendered: list[int] = []
+        original = t._render_cell
+
+        def spy(row_index, *args, **kwargs):
+            rendered.append(row_index)
+            return original(row_index, *args, **kwargs)
+
+        t._render_cell = spy  # type: ignore[method-assign]
+        t.update_rows({f"board-{i}": {c: Text(v, style="bold" if c == "state" else "") for c, v in cells.items()}
+                       for i, cells in change.items()})
+        t.update_rows({"nosuch": {"age": Text("1s")}, "board-1": {}})  # unknown rows and empty changes: ignored
+        await pilot.pause()
+        after = lines(t)
+        assert after == expected
+        assert set(rendered) == {2, 5}, sorted(set(rendered))  # the other rows came from the caches
+        assert t.get_cell("board-2", "state").plain == "stopped"
