@@ -81,6 +81,14 @@ class BoardsScreen(Screen[None]):
         self._restyle()
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._on_theme())
         gw = self.wapp.gateway
+        # The first frame already shows the fleet (the watches' snapshots then change nothing).
+        for dev in gw.devices():
+            self._dirty |= self.index.put_device(dev)
+        for board in gw.boards():
+            self._dirty |= self.index.put_board(board, self.wapp.clock())
+        for application in gw.applications():
+            self._dirty |= self.index.put_application(application)
+        self.call_after_refresh(self.flush)
         self._consume(gw.watch(Device), "device")
         self._consume(gw.watch(Board), "board")  # empty without a lab
         self._consume(gw.watch(Application), "application")

@@ -24,6 +24,7 @@ class RowTable(DataTable[Text]):
     def update_rows(self, changes: Mapping[str, Mapping[str, Text]]) -> None:
         """Set ``changes[row][column]`` and repaint those rows only (no column width changes)."""
         rows: set[RowKey] = set()
+        cells_changed: set[tuple[RowKey, ColumnKey]] = set()
         for row, cells in changes.items():
             key = RowKey(row)
             data = self._data.get(key)
@@ -31,18 +32,20 @@ class RowTable(DataTable[Text]):
                 continue
             for column, value in cells.items():
                 data[ColumnKey(column)] = value
+                cells_changed.add((key, ColumnKey(column)))
             rows.add(key)
         if not rows:
             return
-        # Cell and row caches are keyed by row key first; row renderables by (update count, row index).
-        for cache in (self._cell_render_cache, self._row_render_cache):
-            for k in [k for k in cache.keys() if k[0] in rows]:  # noqa: SIM118 (LRUCache is not iterable)
-                cache.discard(k)
-        indexes = [self._row_locations.get(k) for k in rows]
+        # Cells are cached by (row key, column key, ...): only the changed ones are rendered again. Rows
+        # (by row key first) and row renderables (by update count, row index) are re-assembled from them.
+        cell_cache, row_cache = self._cell_render_cache, self._row_render_cache
+        for k in [k for k in cell_cache.keys() if (k[0], k[1]) in cells_changed]:  # noqa: SIM118 (not iterable)
+            cell_cache.discard(k)
+        for k in [k for k in row_cache.keys() if k[0] in rows]:  # noqa: SIM118
+            row_cache.discard(k)
+        indexes = [i for i in (self._row_locations.get(k) for k in rows) if i is not None]
         for index in indexes:
-            if index is not None:
-                self._row_renderable_cache.discard((self._update_count, index))
+            self._row_renderable_cache.discard((self._update_count, index))
         self._line_cache.clear()  # keyed by screen line: cheap to rebuild from the cached rows
         for index in indexes:
-            if index is not None:
-                self.refresh_row(index)
+            self.refresh_row(index)
