@@ -139,11 +139,12 @@ def quit_cleanly(child: pexpect.spawn) -> None:
 
 
 def test_operator_sees_boards_and_quits_with_ctrl_q(lab: Lab) -> None:
+    baseline = lab.diag()
     child = lab.ssh("alice", "alice")
     expect_text(child, BOARDS_TEXT, "alice (operator)")  # the subtitle names the caller and role
     wait_sessions(lab, 1)
     quit_cleanly(child)
-    wait_sessions(lab, 0)
+    lab.wait_idle(baseline)  # no connection, console, app object or task left
 
 
 @pytest.mark.parametrize(("user", "key"), [("alice", "mallory"), ("mallory", "mallory"), ("bob", "alice")],
@@ -251,6 +252,7 @@ def test_stopping_the_server_ends_open_sessions(lab: Lab) -> None:
 
 
 def test_session_acts_as_the_user_and_follows_resizes(lab: Lab) -> None:
+    baseline = lab.diag()
     child = lab.ssh("bob", "bob")
     expect_text(child, BOARDS_TEXT)
     wait_sessions(lab, 1)
@@ -263,6 +265,7 @@ def test_session_acts_as_the_user_and_follows_resizes(lab: Lab) -> None:
         time.sleep(0.05)
     expect_text(child, BOARDS_TEXT)  # and repaints at the new size
     quit_cleanly(child)
+    lab.wait_idle(baseline)
 
 
 def test_host_key_created_once_private(tmp_path: Path) -> None:
