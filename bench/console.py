@@ -74,12 +74,16 @@ async def _heartbeats(gw, names: list[str], stop: asyncio.Event) -> int:
 
 
 async def _run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="wasmbed-bench-console-") as tmp:
+        return await _run_in(args, Path(tmp))
+
+
+async def _run_in(args: argparse.Namespace, tmp: Path) -> dict:
     from wasmbed.console.app import WasmbedApp
     from wasmbed.console.screens.boards import BoardsScreen
     from wasmbed.gateway.facade import Caller, Gateway, GatewayConfig, Role
     from wasmbed.gateway.model import Device, DevicePhase
 
-    tmp = Path(tempfile.mkdtemp(prefix="wasmbed-bench-console-"))
     gw = Gateway(GatewayConfig(data_dir=tmp / "data"))
     await gw.start()
     names = await _fleet(gw, args.devices)
@@ -172,9 +176,16 @@ def main() -> None:
             Path(args.child).write_text(json.dumps(result))
             return
     else:
-        import pexpect
+        result = _run_in_terminal(args)
+    print(json.dumps(result, indent=2))
 
-        out = Path(tempfile.mkdtemp(prefix="wasmbed-bench-")) / "result.json"
+
+def _run_in_terminal(args: argparse.Namespace) -> dict:
+    """Re-run this script as --child in a pseudo-terminal, draining its output like a terminal would."""
+    import pexpect
+
+    with tempfile.TemporaryDirectory(prefix="wasmbed-bench-") as tmp:
+        out = Path(tmp) / "result.json"
         argv = [__file__, "--child", str(out), "--devices", str(args.devices), "--seconds", str(args.seconds),
                 "--baseline", str(args.baseline)]
         child = pexpect.spawn(sys.executable, argv, dimensions=(48, 160), env={**os.environ, "TERM": "xterm-256color"},
@@ -191,8 +202,8 @@ def main() -> None:
         if not out.exists():
             sys.exit(f"the benchmark child failed (exit {child.exitstatus})")
         result = json.loads(out.read_text())
-        result["terminal_bytes"] = drained
-    print(json.dumps(result, indent=2))
+    result["terminal_bytes"] = drained
+    return result
 
 
 if __name__ == "__main__":
