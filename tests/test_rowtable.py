@@ -77,3 +77,24 @@ async def test_update_rows_matches_a_fresh_table_and_rerenders_only_changed_rows
         rendered = {(k[0].value, k[1].value) for k in recording.stored}
         assert rendered == {("board-2", "state"), ("board-2", "age"), ("board-5", "age")}  # the rest: from the cache
         assert t.get_cell("board-2", "state").plain == "stopped"
+
+
+async def test_sync_updates_in_place_or_rebuilds_when_rows_come_and_go() -> None:
+    app = TableApp(rows(3))
+    async with app.run_test(size=(40, 12)) as pilot:
+        t = app.query_one(RowTable)
+        await pilot.pause()
+
+        def as_rows(data: list[dict[str, str]]) -> list[tuple[str, list[Text]]]:
+            return [(r["name"], [Text(r[c], style="bold" if c == "state" else "") for c in COLUMNS]) for r in data]
+
+        lines(t)  # everything rendered (and cached) as it stands
+        t._cell_render_cache = recording = RecordingCache(t._cell_render_cache)
+        assert t.sync(as_rows(rows(3))) is False and recording.stored == []  # nothing changed: nothing rendered
+        assert t.sync(as_rows(rows(3, {1: {"age": "5m"}}))) is False
+        await pilot.pause()
+        lines(t)
+        assert {(k[0].value, k[1].value) for k in recording.stored} == {("board-1", "age")}
+        assert t.sync(as_rows(rows(4))) is True  # a row more: rebuilt
+        assert [str(r.key.value) for r in t.ordered_rows] == ["board-0", "board-1", "board-2", "board-3"]
+        assert t.get_cell("board-1", "age").plain == "1s"

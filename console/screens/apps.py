@@ -25,6 +25,7 @@ from wasmbed.console import appdata, fleet
 from wasmbed.console.errors import guarded, notify_error
 from wasmbed.console.screens.deploy import DeployRequest, PickBoardsScreen, ProgressScreen, SourceScreen
 from wasmbed.console.screens.modals import ConfirmScreen
+from wasmbed.console.widgets.rowtable import RowTable
 from wasmbed.gateway.facade import PermissionDenied, Role
 from wasmbed.gateway.model import Application, AppModule, Device
 from wasmbed.gateway.store import EventType
@@ -56,6 +57,7 @@ class AppsScreen(Screen[None]):
         super().__init__(id="apps")
         self._dirty = True
         self._styles: dict[str, str] = {}
+        self._info = ""
 
     @property
     def wapp(self):
@@ -66,9 +68,9 @@ class AppsScreen(Screen[None]):
         yield Static("", id="apps-info", classes="info")
         with Vertical(id="apps-body"):
             yield Label("Catalog", classes="pane-title")
-            yield DataTable(id="catalog", cursor_type="row")
+            yield RowTable(id="catalog", cursor_type="row")
             yield Label("Deployments", classes="pane-title")
-            yield DataTable(id="deployments", cursor_type="row")
+            yield RowTable(id="deployments", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -125,43 +127,46 @@ class AppsScreen(Screen[None]):
         self._dirty = False
         gw = self.wapp.gateway
         board_types = {d.spec.board for d in gw.devices() if d.spec.board}
-        catalog = self.query_one("#catalog", DataTable)
+        catalog = self.query_one("#catalog", RowTable)
         keep = self._cursor(catalog)
-        catalog.clear()
         apps = sorted(gw.apps(), key=lambda m: m.name)
         deployed = {a.name: a for a in gw.applications()}
+        rows: list[tuple[str, list[Text]]] = []
         for m in apps:
             s = m.spec
             valid, vstyle = appdata.validation_text(gw, m, board_types)
-            catalog.add_row(self._text(m.name, "name"), self._text(s.version), self._text(fleet.fmt_bytes(s.size)),
-                            self._text(s.module_sha256[:12]), self._text(", ".join(s.imports) or "—"),
-                            self._text(valid, vstyle), key=m.name)
-        self._restore(catalog, keep)
-        table = self.query_one("#deployments", DataTable)
+            rows.append((m.name, [
+                self._text(m.name, "name"), self._text(s.version), self._text(fleet.fmt_bytes(s.size)),
+                self._text(s.module_sha256[:12]), self._text(", ".join(s.imports) or "—"), self._text(valid, vstyle)]))
+        if catalog.sync(rows):  # unchanged rows and cells are not re-rendered
+            self._restore(catalog, keep)
+        table = self.query_one("#deployments", RowTable)
         keep = self._cursor(table)
-        table.clear()
+        rows = []
         for app in sorted(deployed.values(), key=lambda a: a.name):
             aphase = app.status.phase.value
             astyle = APP_PHASE_STYLE.get(aphase, "warn")
             states = appdata.target_states(gw, app)
             if not states:
-                table.add_row(self._text(app.name, "name"), self._text(app.spec.version), self._text(aphase, astyle),
-                              self._text("no matching device", "idle"), self._text("—", "idle"), self._text(""),
-                              self._text(""), self._text(app.status.message or ""), key=f"{app.name}/")
+                rows.append((f"{app.name}/", [
+                    self._text(app.name, "name"), self._text(app.spec.version), self._text(aphase, astyle),
+                    self._text("no matching device", "idle"), self._text("—", "idle"), self._text(""),
+                    self._text(""), self._text(app.status.message or "")]))
             for i, st in enumerate(states):
                 progress = appdata.progress_bar(st.bytes_sent, st.size) if st.phase == "Deploying" else ""
                 first = i == 0  # the app's own cells only on its first row
-                table.add_row(self._text(app.name if first else "", "name"),
-                              self._text(app.spec.version if first else ""),
-                              self._text(aphase if first else "", astyle),
-                              self._text(st.label), self._text(st.phase, st.style), self._text(progress),
-                              self._text(str(st.restarts)), self._text(st.error or "", "bad"),
-                              key=f"{app.name}/{st.device}")
-        self._restore(table, keep)
+                rows.append((f"{app.name}/{st.device}", [
+                    self._text(app.name if first else "", "name"), self._text(app.spec.version if first else ""),
+                    self._text(aphase if first else "", astyle), self._text(st.label), self._text(st.phase, st.style),
+                    self._text(progress), self._text(str(st.restarts)), self._text(st.error or "", "bad")]))
+        if table.sync(rows):
+            self._restore(table, keep)
         running = sum(a.status.phase.value == "Running" for a in deployed.values())
-        self.query_one("#apps-info", Static).update(
-            f"{len(apps)} apps in the catalog · {len(deployed)} deployed ({running} running) · "
-            "a add · d deploy · s stop · S start · u update · ctrl+d undeploy · tab switches table")
+        info = (f"{len(apps)} apps in the catalog · {len(deployed)} deployed ({running} running) · "
+                "a add · d deploy · s stop · S start · u update · ctrl+d undeploy · tab switches table")
+        if info != self._info:  # Static.update re-lays out the screen even for the same text
+            self._info = info
+            self.query_one("#apps-info", Static).update(info)
 
     @staticmethod
     def _cursor(table: DataTable) -> str | None:

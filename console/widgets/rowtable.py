@@ -13,7 +13,7 @@ that the table shows exactly what a freshly built one would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -49,3 +49,26 @@ class RowTable(DataTable[Text]):
         self._line_cache.clear()  # keyed by screen line: cheap to rebuild from the cached rows
         for index in indexes:
             self.refresh_row(index)
+
+    def sync(self, rows: Sequence[tuple[str, Sequence[Text]]]) -> bool:
+        """Show ``rows`` ((key, one cell per column), in order). When the keys are the same as shown, only
+        the cells that differ are updated; otherwise the table is rebuilt. Returns True if rebuilt (the
+        cursor is then back on the first row: the caller restores it)."""
+        if [str(r.key.value) for r in self.ordered_rows] != [key for key, _cells in rows]:
+            self.clear()
+            for key, cells in rows:
+                self.add_row(*cells, key=key)
+            return True
+        columns = [str(c.key.value) for c in self.ordered_columns]
+        changes: dict[str, dict[str, Text]] = {}
+        for key, cells in rows:
+            shown = self.get_row(key)
+            changed = {col: new for col, old, new in zip(columns, shown, cells, strict=True) if not _same(old, new)}
+            if changed:
+                changes[key] = changed
+        self.update_rows(changes)
+        return False
+
+
+def _same(a: object, b: Text) -> bool:
+    return isinstance(a, Text) and a.plain == b.plain and a.style == b.style and a.spans == b.spans
