@@ -1,7 +1,7 @@
 """The SSH exec API: ``ssh -p PORT alice@HOST COMMAND ...`` runs one command as alice and exits.
 
 Commands (each takes ``--help`` and ``--json``): ``boards``, ``apps``, ``deploy APP --board NAME ...``,
-``stop APP``, ``logs [--follow] [BOARD]``, ``approve DEVICE``, ``server`` (the server's own diagnostics).
+``stop APP``, ``logs [--follow] [BOARD]``, ``approve DEVICE``, ``audit``, ``server`` (its diagnostics).
 They go through the gateway facade with the caller's role, exactly like the console UI, so refusals are
 the facade's and are audited the same way.
 
@@ -100,6 +100,9 @@ def build_parser(out: Write, err: Write) -> _Parser:
                     help=f"recent events to print first (default {DEFAULT_LOG_LINES})")
     a = add("approve", "approve a device waiting for enrollment (admin)")
     a.add_argument("device", metavar="DEVICE", help="device name or key fingerprint")
+    au = add("audit", "the audit log: who did or tried what (JSON lines with --json)")
+    au.add_argument("-n", "--lines", type=int, default=DEFAULT_LOG_LINES, metavar="N",
+                    help=f"last N records (default {DEFAULT_LOG_LINES})")
     add("server", "the server's diagnostics: connections, sessions, live console apps, tasks, memory")
     add("help", "show this help")
     return p
@@ -242,6 +245,18 @@ class ExecCommand:
                        "fingerprint": dev.spec.public_key_fingerprint})
         else:
             self.out(f"approved {dev.name} ({dev.spec.public_key_fingerprint})")
+        return EXIT_OK
+
+    async def cmd_audit(self, args: argparse.Namespace) -> int:
+        if args.lines < 1:
+            self.err(f"{PROG} audit: --lines must be 1 or more")
+            return EXIT_USAGE
+        for rec in self.gw.audit_records(args.lines):
+            if args.json:
+                self.json(rec)
+            else:
+                what = " ".join(str(x) for x in (rec.get("action"), rec.get("target")) if x)
+                self.out(f"{rec.get('time')} {rec.get('user')} ({rec.get('role')}) {what}: {rec.get('result')}")
         return EXIT_OK
 
     async def cmd_server(self, args: argparse.Namespace) -> int:

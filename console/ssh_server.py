@@ -417,7 +417,7 @@ Public-key authentication only. The users file (default {users}) binds names, ro
 
 The host key is generated on first start in <data dir>/ssh/ and its fingerprint printed.
 Connect with: ssh -p PORT alice@HOST   (quit with ctrl+q)
-Commands without the UI: ssh -p PORT alice@HOST help   (boards, apps, deploy, stop, logs, approve, server)
+Commands without the UI: ssh -p PORT alice@HOST help   (boards, apps, deploy, stop, logs, approve, audit, server)
 """
 
 

@@ -16,6 +16,7 @@ as ``audit.ok`` / ``audit.denied`` / ``audit.error`` so logs views show it live.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -128,6 +129,24 @@ class AuditLog:
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         log.info("audit log rotated at %d bytes: %s.1", size, self.path)
+
+    def tail(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` records on disk, oldest first (across rotated files; unreadable lines skipped)."""
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for path in self.files():
+                try:
+                    lines = path.read_text(errors="replace").splitlines()
+                except OSError:
+                    continue
+                for line in reversed(lines):
+                    with contextlib.suppress(ValueError):
+                        rec = json.loads(line)
+                        if isinstance(rec, dict):
+                            out.append(rec)
+                    if len(out) >= n:
+                        return out[::-1]
+        return out[::-1]
 
     def files(self) -> list[Path]:
         """The current file and its rotated predecessors, newest first (those that exist)."""

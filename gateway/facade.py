@@ -33,6 +33,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cbor2
 
@@ -279,6 +280,10 @@ class Gateway:
     def events_feed(self, *, history: bool = True) -> EventSubscription:
         """Live gateway events (optionally starting with recent history). Close it when done."""
         return self.events.subscribe(history=history)
+
+    def audit_records(self, n: int = 1000) -> list[dict[str, Any]]:
+        """The last ``n`` audit records kept on disk (all roles may read them), oldest first."""
+        return self.audit.tail(n)
 
     def recent_events(self, n: int | None = None) -> list[GatewayEvent]:
         return self.events.recent(n)

@@ -91,6 +91,12 @@ def test_viewer_refused_and_audited(xlab: ExecLab) -> None:
     assert stat.S_IMODE(xlab.audit.stat().st_mode) == 0o600
     kinds = xlab.on_loop(lambda: [e.fields["action"] for e in xlab.gw.recent_events() if e.kind == "audit.denied"])
     assert kinds == ["deploy", "approve"]
+    # the audit log over ssh: the same records, as text or JSON lines
+    r = xlab.run("bob", "audit", "--json", "-n", "1")
+    assert r.returncode == 0 and [json.loads(line) for line in r.stdout.splitlines()] == records[-1:]
+    r = xlab.run("bob", "audit")
+    assert r.returncode == 0 and "bob (viewer) deploy hello: denied" in r.stdout.splitlines()[0]
+    assert xlab.run("bob", "audit", "-n", "0").returncode == 2
 
 
 def test_operator_deploy_stop_and_errors(xlab: ExecLab) -> None:

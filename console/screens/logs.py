@@ -1,13 +1,15 @@
 """Logs: every lab board's console merged with the gateway's events, timestamped.
 
-``b`` cycles the board filter (all, gateway, each board), ``l`` the minimum level, ``/`` filters by text
-(matches highlighted), ``f`` follows/pauses. The view subscribes when first shown and keeps collecting
-while other views are in front (bounded).
+``b`` cycles the source filter (all, gateway, audit, each board), ``l`` the minimum level, ``/`` filters
+by text (matches highlighted), ``f`` follows/pauses. The view subscribes when first shown and keeps
+collecting while other views are in front (bounded). The audit source starts with the last
+:data:`AUDIT_HISTORY` records kept on disk (the event log in memory holds only recent events).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import ClassVar
 
 from textual import on
@@ -25,12 +27,32 @@ from wasmbed.gateway.supervisor import ConsoleLine
 
 LEVELS = ("info", "warning", "error")
 GATEWAY = "gateway"
+AUDIT = "audit"
+AUDIT_HISTORY = 1000
 
 
 def event_entry(ev: GatewayEvent) -> Entry:
+    if ev.kind.startswith("audit."):
+        return Entry(ev.time.timestamp(), AUDIT, ev.level.value, f"[{ev.kind}] {ev.message}", ev.kind)
     source = str(ev.fields.get("board") or ev.device or GATEWAY)
     return Entry(ev.time.timestamp(), source if ev.fields.get("board") else GATEWAY, ev.level.value,
                  f"[{ev.kind}] {ev.message}", ev.kind)
+
+
+def audit_entry(rec: dict) -> Entry | None:
+    """One on-disk audit record as a log line (None for a record without a readable time)."""
+    try:
+        when = dt.datetime.fromisoformat(str(rec["time"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
+    result = str(rec.get("result", ""))
+    kind = "audit." + result.split(":", 1)[0]
+    level = {"ok": "info", "denied": "warning"}.get(result.split(":", 1)[0], "error")
+    what = " ".join(str(x) for x in (rec.get("action"), rec.get("target")) if x)
+    text = f"[{kind}] {rec.get('user')} ({rec.get('role')}) {what}: {result}"
+    if rec.get("detail"):
+        text += f" ({rec['detail']})"
+    return Entry(when, AUDIT, level, text, kind)
 
 
 class LogsScreen(Screen[None]):
@@ -71,7 +93,11 @@ class LogsScreen(Screen[None]):
         view.predicate = self._keep
         gw = self.wapp.gateway
         # History first, merged by time; then live feeds (subscribed in the same step: nothing is missed).
-        history = [event_entry(ev) for ev in gw.recent_events() if self._wanted(ev)]
+        # Audit lines come from the file on disk (it has every record; memory only the recent ones).
+        history = [event_entry(ev) for ev in gw.recent_events()
+                   if self._wanted(ev) and not ev.kind.startswith("audit.")]
+        with contextlib.suppress(Exception):
+            history += [e for e in map(audit_entry, gw.audit_records(AUDIT_HISTORY)) if e is not None]
         for board in gw.boards():
             with contextlib.suppress(Exception):
                 history += [console_entry(line) for line in gw.board_process(board.name).scrollback]
@@ -143,7 +169,7 @@ class LogsScreen(Screen[None]):
         return not self.text_filter or self.text_filter.lower() in e.text.lower()
 
     def _sources(self) -> list[str | None]:
-        return [None, GATEWAY, *sorted(b.name for b in self.wapp.gateway.boards())]
+        return [None, GATEWAY, AUDIT, *sorted(b.name for b in self.wapp.gateway.boards())]
 
     def action_cycle_board(self) -> None:
         sources = self._sources()
