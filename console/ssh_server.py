@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:2222"
 HOST_KEY_NAME = "host_ed25519_key"
+KEEPALIVE_S = 15.0  # SSH keepalive requests to idle clients...
+KEEPALIVE_COUNT_MAX = 4  # ...and how many may go unanswered before the connection is closed (~60 s)
 EXIT_DEFERRAL_S = 0.05  # a hang-up during the app's start-up waits for its first layout, polling this often
 EXIT_DEFERRALS = 100  # ...at most this many times (5 s), then exits anyway
 
@@ -320,7 +322,8 @@ class ConsoleServer:
 
     def __init__(self, users: Users, app_factory: AppFactory, *, host_key: asyncssh.SSHKey | None = None,
                  gateway: Gateway | None = None, stall_close_s: float = STALL_CLOSE_S,
-                 write_high_water: int = WRITE_HIGH_WATER, write_low_water: int = WRITE_LOW_WATER) -> None:
+                 write_high_water: int = WRITE_HIGH_WATER, write_low_water: int = WRITE_LOW_WATER,
+                 keepalive_s: float = KEEPALIVE_S, keepalive_count_max: int = KEEPALIVE_COUNT_MAX) -> None:
         self.users = users
         self.gateway = gateway  # serves exec requests (ssh HOST COMMAND); None refuses them
         self.app_factory = app_factory
@@ -330,6 +333,8 @@ class ConsoleServer:
         self.task_factory: Callable[..., Any] | None = None
         self.stall_close_s = stall_close_s
         self.write_high_water, self.write_low_water = write_high_water, write_low_water
+        # A client whose network vanished (no FIN, no RST) answers no keepalive: closed after interval x count.
+        self.keepalive_s, self.keepalive_count_max = keepalive_s, keepalive_count_max
         self._listener: Any = None
         self._sessions: set[_Session] = set()
         self._execs: set[_Session] = set()
@@ -375,7 +380,8 @@ class ConsoleServer:
         self.stdout, self.stderr = sys.stdout, sys.stderr
         self._listener = await asyncssh.create_server(
             lambda: _Connection(self), host, port, server_host_keys=[self.host_key], encoding="utf-8",
-            line_editor=False, allow_pty=True, agent_forwarding=False, x11_forwarding=False)
+            line_editor=False, allow_pty=True, agent_forwarding=False, x11_forwarding=False,
+            keepalive_interval=self.keepalive_s, keepalive_count_max=self.keepalive_count_max)
         sock = self._listener.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
 

@@ -25,10 +25,12 @@ def keygen(path: Path) -> tuple[Path, str]:
 def serve_in_thread(tmp_path: Path, users: Users, make_app: Callable[[Gateway, Caller], object], *,
                     exec_api: bool = False, audit_log: Path | None = None, name: str = "ssh-lab",
                     gateway_options: Mapping[str, Any] | None = None,
+                    server_options: Mapping[str, Any] | None = None,
                     ) -> Iterator[tuple[ConsoleServer, Gateway, asyncio.AbstractEventLoop]]:
     """Start a lab gateway and a ConsoleServer on 127.0.0.1:0; yield (server, gateway, loop); stop both.
 
-    ``gateway_options``: more GatewayConfig fields (e.g. ``heartbeat_interval_s`` for QEMU boards)."""
+    ``gateway_options``: more GatewayConfig fields (e.g. ``heartbeat_interval_s`` for QEMU boards);
+    ``server_options``: more ConsoleServer arguments (e.g. ``keepalive_s``)."""
     ready = threading.Event()
     box: dict[str, object] = {}
 
@@ -38,7 +40,8 @@ def serve_in_thread(tmp_path: Path, users: Users, make_app: Callable[[Gateway, C
                                    **dict(gateway_options or {})))
         await gw.start()
         server = ConsoleServer(users, lambda caller: make_app(gw, caller), gateway=gw if exec_api else None,
-                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"))
+                               host_key=load_or_create_host_key(tmp_path / "ssh" / "host_key"),
+                               **dict(server_options or {}))
         stop = asyncio.Event()
         try:
             await server.start("127.0.0.1", 0)

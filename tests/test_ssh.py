@@ -70,8 +70,8 @@ class Lab:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+@contextlib.contextmanager
+def make_lab(tmp_path: Path, **server_options: object) -> Iterator[Lab]:
     require_tools("ssh", "ssh-keygen")
     from wasmbed.console.app import WasmbedApp
 
@@ -81,9 +81,15 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         {"name": "alice", "role": "operator", "keys": [pub["alice"]]},
         {"name": "bob", "role": "viewer", "keys": [pub["bob"]]},
     ]})
-    with serve_in_thread(tmp_path, users, lambda gw, caller: WasmbedApp(gw, caller, offer_examples=False)) as (
-            server, _gw, loop):
+    with serve_in_thread(tmp_path, users, lambda gw, caller: WasmbedApp(gw, caller, offer_examples=False),
+                         server_options=server_options) as (server, _gw, loop):
         yield Lab(server, loop, keys)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with make_lab(tmp_path) as lab:
+        yield lab
 
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")
@@ -418,3 +424,21 @@ def test_stalled_client_is_disconnected(lab: Lab, caplog: pytest.LogCaptureFixtu
     child.expect(pexpect.EOF, timeout=10)
     child.close()
     assert lab.wait_idle(baseline).slow_closed == 1
+
+
+def test_unresponsive_client_is_dropped_by_keepalive(tmp_path: Path) -> None:
+    """A client that answers nothing (its network vanished: no FIN, no RST) is closed after the keepalives."""
+    with make_lab(tmp_path, keepalive_s=0.5, keepalive_count_max=2) as lab:
+        baseline = lab.diag()
+        child = lab.ssh("alice", "alice")
+        expect_text(child, BOARDS_TEXT)
+        os.kill(child.pid, signal.SIGSTOP)  # the kernel still acknowledges TCP; the ssh client answers nothing
+        try:
+            lab.wait_idle(baseline, timeout=10)
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+        child.expect(pexpect.EOF, timeout=10)
+        child.close()
+        good = lab.ssh("bob", "bob")
+        expect_text(good, BOARDS_TEXT)
+        quit_cleanly(good)
