@@ -13,7 +13,6 @@ import signal
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -21,53 +20,17 @@ import pexpect
 import pyte
 import pytest
 from conftest import require_tools
-from sshkit import keygen, serve_in_thread
+from sshkit import SSHLab, keygen, serve_in_thread
 
 from wasmbed.console.ssh_driver import color_system_for
-from wasmbed.console.ssh_server import ConsoleServer, Diagnostics, load_or_create_host_key, parse_listen
+from wasmbed.console.ssh_server import load_or_create_host_key, parse_listen
 from wasmbed.console.users import Users, UsersError
 from wasmbed.gateway.facade import Role
 
 BOARDS_TEXT = "lab boards"  # the boards view's info line: "0 lab boards · 0 devices (0 connected)"
 
 
-@dataclass
-class Lab:
-    server: ConsoleServer
-    loop: asyncio.AbstractEventLoop
-    keys: dict[str, Path]
-
-    def ssh(self, user: str, key: str, *, timeout: float = 10, rows: int = 30, cols: int = 110) -> pexpect.spawn:
-        args = ["-tt", "-p", str(self.server.port), "-i", str(self.keys[key]),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
-                "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "BatchMode=yes",
-                "-o", "LogLevel=ERROR", "-F", "/dev/null", f"{user}@127.0.0.1"]
-        env = {**os.environ, "TERM": "xterm-256color"}
-        return pexpect.spawn("ssh", args, env=env, encoding="utf-8", codec_errors="replace", timeout=timeout,
-                             dimensions=(rows, cols))
-
-    def on_loop(self, fn):
-        """Run ``fn()`` on the server's loop thread and return its result."""
-        async def call():
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
-
-    def sessions(self) -> int:
-        return self.on_loop(lambda: self.server.sessions)
-
-    def diag(self) -> Diagnostics:
-        return self.on_loop(self.server.diagnostics)
-
-    def wait_idle(self, baseline: Diagnostics, timeout: float = 15) -> Diagnostics:
-        """Wait until the server holds exactly what it held at ``baseline`` (no connection, session, app, task)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            d = self.diag()
-            if (d.connections, d.sessions, d.execs, d.apps_alive, d.tasks) == (0, 0, 0, 0, baseline.tasks):
-                return d
-            assert time.monotonic() < deadline, f"server still holds something: {d} (baseline {baseline})"
-            time.sleep(0.1)
+Lab = SSHLab
 
 
 @contextlib.contextmanager
@@ -82,8 +45,8 @@ def make_lab(tmp_path: Path, **server_options: object) -> Iterator[Lab]:
         {"name": "bob", "role": "viewer", "keys": [pub["bob"]]},
     ]})
     with serve_in_thread(tmp_path, users, lambda gw, caller: WasmbedApp(gw, caller, offer_examples=False),
-                         server_options=server_options) as (server, _gw, loop):
-        yield Lab(server, loop, keys)
+                         server_options=server_options) as (server, gw, loop):
+        yield Lab(server, gw, loop, keys)
 
 
 @pytest.fixture

@@ -9,16 +9,14 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import require_tools
 from consolekit import make_device
-from sshkit import keygen, serve_in_thread
+from sshkit import SSHLab, keygen, serve_in_thread
 
 from wasmbed.console.ssh_exec import ExecCommand
-from wasmbed.console.ssh_server import ConsoleServer
 from wasmbed.console.users import Users
 from wasmbed.gateway.facade import SYSTEM, Caller, Gateway, GatewayConfig, PermissionDenied, Role
 from wasmbed.gateway.model import DevicePhase
@@ -26,31 +24,7 @@ from wasmbed.gateway.model import DevicePhase
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class ExecLab:
-    server: ConsoleServer
-    gw: Gateway
-    loop: asyncio.AbstractEventLoop
-    keys: dict[str, Path]
-    audit: Path
-
-    def args(self, user: str) -> list[str]:
-        return ["ssh", "-T", "-p", str(self.server.port), "-i", str(self.keys[user]), "-F", "/dev/null",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"{user}@127.0.0.1"]
-
-    def run(self, user: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.args(user), *command], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=15)
-
-    def on_loop(self, fn):
-        async def call():
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
-
-    def audit_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+ExecLab = SSHLab
 
 
 @pytest.fixture
@@ -136,7 +110,7 @@ def test_logs_json_and_follow(xlab: ExecLab) -> None:
     kinds = [e["kind"] for e in events]
     assert "gateway.started" in kinds and kinds[-1] == "audit.denied"
     assert events[-1]["fields"]["user"] == "bob"
-    follow = subprocess.Popen([*xlab.args("bob"), "logs", "--follow", "--json", "-n", "0"],
+    follow = subprocess.Popen(["ssh", "-T", *xlab.opts("bob"), "logs", "--follow", "--json", "-n", "0"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
 import pyte
 import pytest
 from conftest import require_tools
-from sshkit import keygen, serve_in_thread
+from sshkit import SSHLab, keygen, serve_in_thread
 
-from wasmbed.console.ssh_server import ConsoleServer
 from wasmbed.console.users import Users
 from wasmbed.gateway.facade import SYSTEM, Gateway
 from wasmbed.gateway.model import AppDevicePhase, Application, DevicePhase
@@ -109,50 +105,14 @@ class Term:
         assert self.child.exitstatus == 0, (self.child.exitstatus, self.child.signalstatus)
 
 
-@dataclass
-class QemuLab:
-    server: ConsoleServer
-    gw: Gateway
-    loop: asyncio.AbstractEventLoop
-    keys: dict[str, Path]
-    audit: Path
-
-    def opts(self, user: str) -> list[str]:
-        return ["-p", str(self.server.port), "-i", str(self.keys[user]), "-F", "/dev/null",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
-                "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "BatchMode=yes",
-                "-o", "LogLevel=ERROR", f"{user}@127.0.0.1"]
-
+class QemuLab(SSHLab):
     def console(self, user: str) -> Term:
-        child = pexpect.spawn("ssh", ["-tt", *self.opts(user)], env={**os.environ, "TERM": "xterm-256color"},
-                              encoding="utf-8", codec_errors="replace", timeout=10, dimensions=(ROWS, COLS))
-        return Term(child, user)
-
-    def run(self, user: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ssh", "-T", *self.opts(user), *command], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=15)
-
-    def on_loop(self, fn):
-        async def call():
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
+        return Term(self.ssh(user, rows=ROWS, cols=COLS), user)
 
     def selected(self, user: str) -> str | None:
         """The app highlighted in ``user``'s apps view (of the focused table). Call it on the server's loop."""
         (app,) = [a for a in self.server.apps if a.caller.user == user]
         return getattr(app.screen, "selected_app", lambda: None)()
-
-    def until(self, fn, what: str, timeout: float) -> object:
-        """Poll ``fn()`` on the server's loop until it is true; return its value."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.on_loop(fn)):
-            assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-            time.sleep(0.05)
-        return value
-
-    def audit_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
 
 @pytest.fixture
