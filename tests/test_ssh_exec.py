@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +173,40 @@ def test_server_diagnostics(xlab: ExecLab) -> None:
     assert diag["tasks"] > 0 and diag["rss_bytes"] > 10 * 1024 * 1024
     r = xlab.run("bob", "server")
     assert r.returncode == 0 and "apps alive" in r.stdout
+
+
+def test_slow_log_follower_drops_lines_and_says_so(xlab: ExecLab) -> None:
+    """`logs --follow` to a client that stops reading: lines are dropped once its send buffer is full (memory
+    stays bounded), and when it reads again it is told how many."""
+    from wasmbed.gateway.events import EventLevel
+
+    follow = subprocess.Popen(["ssh", "-T", *xlab.opts("bob"), "logs", "--follow", "-n", "0"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert follow.stdout is not None and follow.stderr is not None
+    reader = threading.Thread(target=follow.stdout.read, daemon=True)  # a terminal reading, once it runs
+    reader.start()
+    try:
+        xlab.until(lambda: xlab.server.diagnostics().execs == 1, "the follower running", 10)
+        os.kill(follow.pid, signal.SIGSTOP)
+
+        def flood() -> bool:
+            for i in range(2000):
+                xlab.gw.events.emit("test.flood", f"line {i} " + "x" * 200, level=EventLevel.INFO)
+            return any(s._paused for s in xlab.server._execs)
+
+        xlab.until(flood, "the follower's send buffer full", 60)
+        xlab.on_loop(flood)  # these are dropped
+        os.kill(follow.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        xlab.until(lambda: not any(s._paused for s in xlab.server._execs), "the follower reading again", 30)
+        xlab.on_loop(lambda: xlab.gw.events.emit("test.after", "after the flood", level=EventLevel.INFO))
+        deadline = time.monotonic() + 20
+        err = ""
+        while "lines dropped" not in err:
+            assert time.monotonic() < deadline, "the follower was not told about the dropped lines"
+            err += os.read(follow.stderr.fileno(), 65536).decode()
+        assert re.search(r"wasmbed: \d+ lines dropped: the client read too slowly", err), err
+    finally:
+        os.kill(follow.pid, signal.SIGCONT)
+        follow.kill()
+        follow.communicate(timeout=10)
