@@ -110,16 +110,32 @@ async def _start_quietly(gw: Gateway, caller: Caller, name: str) -> None:
         await gw.start_board(caller, name)
 
 
-async def run(cfg: ConsoleConfig, gateway_config: GatewayConfig) -> int:
-    from wasmbed.console.app import WasmbedApp
-
-    gw = Gateway(gateway_config)
+async def start_gateway(config: GatewayConfig, prog: str) -> Gateway | None:
+    """Start the gateway the console runs over; on failure say why on stderr (as ``prog``) and return None."""
+    gw = Gateway(config)
     try:
         await gw.start()
     except Exception as exc:
-        print(f"wasmbed-console: cannot start the gateway: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot start the gateway: {exc}", file=sys.stderr)
         with contextlib.suppress(Exception):
             await gw.stop()
+        return None
+    return gw
+
+
+async def stop_gateway(gw: Gateway, starts: list[asyncio.Task[None]]) -> None:
+    """Cancel the first-run board starts still going, then stop the gateway (and its lab)."""
+    for t in starts:
+        t.cancel()
+    await asyncio.gather(*starts, return_exceptions=True)
+    await gw.stop()
+
+
+async def run(cfg: ConsoleConfig, gateway_config: GatewayConfig) -> int:
+    from wasmbed.console.app import WasmbedApp
+
+    gw = await start_gateway(gateway_config, "wasmbed-console")
+    if gw is None:
         return 1
     caller = local_caller()
     starts: list[asyncio.Task[None]] = []
@@ -142,10 +158,7 @@ async def run(cfg: ConsoleConfig, gateway_config: GatewayConfig) -> int:
         await app.run_async()
         return app.return_code or 0
     finally:
-        for t in starts:
-            t.cancel()
-        await asyncio.gather(*starts, return_exceptions=True)
-        await gw.stop()
+        await stop_gateway(gw, starts)
 
 
 def main(argv: list[str] | None = None) -> int:

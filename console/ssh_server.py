@@ -451,13 +451,8 @@ async def serve(cfg: Any, gateway_config: GatewayConfig, users: Users, listen: t
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    gw = Gateway(gateway_config)
-    try:
-        await gw.start()
-    except Exception as exc:
-        print(f"wasmbed-console serve: cannot start the gateway: {exc}", file=sys.stderr)
-        with contextlib.suppress(Exception):
-            await gw.stop()
+    gw = await cli.start_gateway(gateway_config, "wasmbed-console serve")
+    if gw is None:
         return 1
     starts: list[asyncio.Task[None]] = []
     server: ConsoleServer | None = None
@@ -484,10 +479,7 @@ async def serve(cfg: Any, gateway_config: GatewayConfig, users: Users, listen: t
     finally:
         if server is not None:
             await server.stop()
-        for t in starts:
-            t.cancel()
-        await asyncio.gather(*starts, return_exceptions=True)
-        await gw.stop()
+        await cli.stop_gateway(gw, starts)
 
 
 def serve_main(argv: list[str]) -> int:
